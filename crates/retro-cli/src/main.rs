@@ -2,6 +2,7 @@
 //! functions; no retrieval or model logic lives here.
 
 mod bench;
+mod blas_core;
 mod db;
 mod progress;
 
@@ -34,6 +35,7 @@ enum Command {
 }
 
 fn main() -> ExitCode {
+    blas_core::ensure_openblas_core();
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
         Err(err) if !err.use_stderr() => {

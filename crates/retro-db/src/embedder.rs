@@ -7,9 +7,7 @@
 //! leaves out [CLS] and [SEP].
 
 use anyhow::{anyhow, bail, Context, Result};
-use candle_core::{DType, Device, Tensor};
-use candle_nn::VarBuilder;
-use candle_transformers::models::bert::{BertModel, Config};
+use crate::bert::{load_weights, Bert, BertConfig as Config};
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
 
@@ -46,11 +44,10 @@ pub struct EmbedderSpec {
 }
 
 pub struct Embedder {
-    model: BertModel,
+    model: Bert,
     tokenizer: tokenizers::Tokenizer,
     pub spec: EmbedderSpec,
     pub dir: PathBuf,
-    device: Device,
 }
 
 #[derive(Deserialize)]
@@ -151,12 +148,9 @@ impl Embedder {
             .map_err(|e| anyhow!("{}: {e}", tokenizer_path.display()))?;
         tokenizer.with_padding(None);
         let weights = find_weights(dir)?;
-        let device = Device::Cpu;
-        // Safety: the weight files are memory-mapped read-only.
-        let vb = unsafe { VarBuilder::from_mmaped_safetensors(&weights, DType::F32, &device) }
-            .with_context(|| format!("{}: cannot read safetensors", dir.display()))?;
-        let model = BertModel::load(vb, &config).map_err(|e| anyhow!("{}: cannot load BERT weights: {e}", dir.display()))?;
-        Ok(Self { model, tokenizer, spec, dir: dir.to_path_buf(), device })
+        let vb = load_weights(&weights).with_context(|| format!("{}: cannot read safetensors", dir.display()))?;
+        let model = Bert::load(vb, &config).with_context(|| format!("{}: cannot load BERT weights", dir.display()))?;
+        Ok(Self { model, tokenizer, spec, dir: dir.to_path_buf() })
     }
 
     /// BERT token ids of `text`: [CLS] … [SEP], truncated to max_seq_length.
@@ -170,24 +164,13 @@ impl Embedder {
         if batch.is_empty() {
             return Ok(Vec::new());
         }
-        let max_len = batch.iter().map(|ids| ids.len()).max().unwrap_or(0).max(1);
-        let n = batch.len();
-        let mut ids = vec![0u32; n * max_len];
-        let mut mask = vec![0u32; n * max_len];
-        for (row, tokens) in batch.iter().enumerate() {
-            ids[row * max_len..row * max_len + tokens.len()].copy_from_slice(tokens);
-            mask[row * max_len..row * max_len + tokens.len()].iter_mut().for_each(|m| *m = 1);
-        }
-        let input_ids = Tensor::from_vec(ids, (n, max_len), &self.device)?;
-        let attention_mask = Tensor::from_vec(mask, (n, max_len), &self.device)?;
-        let token_type_ids = input_ids.zeros_like()?;
-        let hidden = self.model.forward(&input_ids, &token_type_ids, Some(&attention_mask))?;
-        let hidden: Vec<Vec<Vec<f32>>> = hidden.to_vec3()?;
+        let (hidden, seq) = self.model.forward(batch)?;
         let dim = self.spec.dim;
-        Ok(hidden
+        Ok(batch
             .iter()
-            .zip(batch)
-            .map(|(states, tokens)| {
+            .enumerate()
+            .map(|(b, tokens)| {
+                let states = |p: usize| &hidden[(b * seq + p) * dim..(b * seq + p + 1) * dim];
                 let len = tokens.len();
                 let positions = match self.spec.pooling {
                     Pooling::Mean => 0..len,
@@ -196,7 +179,7 @@ impl Embedder {
                 };
                 let mut pooled = vec![0f32; dim];
                 for p in positions.clone() {
-                    pooled.iter_mut().zip(&states[p]).for_each(|(acc, &x)| *acc += x);
+                    pooled.iter_mut().zip(states(p)).for_each(|(acc, &x)| *acc += x);
                 }
                 let count = positions.len();
                 if count > 0 {

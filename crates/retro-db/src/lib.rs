@@ -12,6 +12,7 @@
 //! assert!(retro_db::auto_factory(1_000_000, 384).starts_with("OPQ48_384,IVF4000_HNSW32"));
 //! ```
 
+pub mod bert;
 pub mod blocks;
 pub mod embed;
 pub mod embedder;

@@ -1,0 +1,88 @@
+//! Causal grouped-query self-attention with RoPE, as in HF `LlamaAttention`.
+
+use candle_core::{Module, Result, Tensor};
+use candle_nn::{Linear, VarBuilder};
+
+use crate::config::LlamaConfig;
+use crate::kv_cache::KvCache;
+use crate::mlp::linear;
+use crate::ops;
+use crate::rope::RotaryEmbedding;
+
+#[derive(Debug, Clone)]
+pub struct Attention {
+    q_proj: Linear,
+    k_proj: Linear,
+    v_proj: Linear,
+    o_proj: Linear,
+    num_heads: usize,
+    num_kv_heads: usize,
+    head_dim: usize,
+}
+
+impl Attention {
+    /// Loads `q_proj` `(heads*head_dim, hidden)`, `k_proj`/`v_proj` `(kv_heads*head_dim, hidden)`
+    /// and `o_proj` `(hidden, heads*head_dim)` under `vb`.
+    pub fn load(vb: VarBuilder, cfg: &LlamaConfig) -> Result<Self> {
+        let (h, hd) = (cfg.hidden_size, cfg.head_dim());
+        let (nh, nkv) = (cfg.num_attention_heads, cfg.num_kv_heads());
+        Ok(Self {
+            q_proj: linear(&vb, h, nh * hd, "q_proj")?,
+            k_proj: linear(&vb, h, nkv * hd, "k_proj")?,
+            v_proj: linear(&vb, h, nkv * hd, "v_proj")?,
+            o_proj: linear(&vb, nh * hd, h, "o_proj")?,
+            num_heads: nh,
+            num_kv_heads: nkv,
+            head_dim: hd,
+        })
+    }
+
+    /// Attention over `x` `(batch, seq, hidden)` whose first token is at position `offset`.
+    ///
+    /// `mask` is the additive causal mask `(seq, offset + seq)` (`None` when `seq == 1`: a single new
+    /// token may see everything). With a cache, the keys/values of positions `0..offset` come from
+    /// layer `layer` of `cache`. Returns the output and the keys/values of all `offset + seq`
+    /// positions, for the caller to commit to the cache.
+    pub fn forward(
+        &self,
+        x: &Tensor,
+        rope: &RotaryEmbedding,
+        offset: usize,
+        mask: Option<&Tensor>,
+        cache: Option<(&KvCache, usize)>,
+    ) -> Result<(Tensor, (Tensor, Tensor))> {
+        let (b, t, _) = x.dims3()?;
+        let (nh, nkv, hd) = (self.num_heads, self.num_kv_heads, self.head_dim);
+        let heads = |y: Tensor, n: usize| -> Result<Tensor> {
+            y.reshape((b, t, n, hd))?.transpose(1, 2)?.contiguous()
+        };
+        let q = heads(self.q_proj.forward(x)?, nh)?;
+        let k = heads(self.k_proj.forward(x)?, nkv)?;
+        let v = heads(self.v_proj.forward(x)?, nkv)?;
+        let q = rope.apply(&q, offset)?;
+        let k = rope.apply(&k, offset)?;
+        let (k, v) = match cache {
+            Some((c, layer)) => c.extended(layer, &k, &v)?,
+            None => (k, v),
+        };
+        let s = k.dim(2)?;
+
+        // Grouped-query attention without copying k/v `rep` times: query head `g*rep + r` uses
+        // kv head `g` (HF `repeat_kv` order), so the `rep` query heads of group `g` are stacked
+        // along the sequence axis and multiplied against that group's keys in one matmul.
+        let rep = nh / nkv;
+        let q = (q * (1.0 / (hd as f64).sqrt()))?.reshape((b, nkv, rep * t, hd))?;
+        let scores = q.matmul(&k.t()?)?; // (b, nkv, rep*t, s)
+        let scores = match mask {
+            Some(m) => scores.reshape((b, nkv, rep, t, s))?.broadcast_add(m)?,
+            None => scores,
+        };
+        let probs = ops::softmax_last_dim(&scores)?.reshape((b, nkv, rep * t, s))?;
+        let out = probs.matmul(&v.contiguous()?)?; // (b, nkv, rep*t, hd)
+        let out = out
+            .reshape((b, nh, t, hd))?
+            .transpose(1, 2)?
+            .reshape((b, t, nh * hd))?;
+        Ok((self.o_proj.forward(&out)?, (k, v)))
+    }
+}
