@@ -4,6 +4,7 @@
 mod bench;
 mod blas_core;
 mod db;
+mod model;
 mod progress;
 
 use clap::{Parser, Subcommand};
@@ -32,6 +33,9 @@ enum Command {
     /// Measure our code on given inputs (used by the scripts in bench/).
     #[command(subcommand)]
     Bench(bench::BenchCommand),
+    /// Build Retro models from pretrained GPTs (retro-fitting) and describe checkpoints.
+    #[command(subcommand)]
+    Model(model::ModelCommand),
 }
 
 fn main() -> ExitCode {
@@ -68,6 +72,7 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Db(command) => db::run(command),
         Command::Bench(command) => bench::run(command),
+        Command::Model(command) => model::run(command),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

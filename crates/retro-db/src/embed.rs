@@ -121,6 +121,7 @@ pub fn embed_db(
         }
         let texts: Vec<String> =
             range.clone().into_par_iter().map(|chunk| db.chunk_text(chunk, tokenizer)).collect::<Result<_>>()?;
+        tracing::info!(block = block_idx, start = range.start, end = range.end, "embedding block");
         let vectors = embedder.embed(&texts, options.batch_size)?;
         let flat: Vec<half::f16> = vectors.iter().flatten().map(|&x| half::f16::from_f32(x)).collect();
         write_array(&path, EMBEDDINGS_KIND, &[range.len(), meta.spec.dim], &flat)?;

@@ -126,6 +126,7 @@ pub fn query_neighbors(
         if !options.shard.owns(block_idx) {
             continue;
         }
+        tracing::info!(block = block_idx, start = range.start, end = range.end, "querying neighbours");
         let chunks: Vec<usize> = range.clone().collect();
         let queries = embeddings.gather(&chunks);
         let hits = index.search(&queries, options.query_k)?;

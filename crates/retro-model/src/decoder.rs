@@ -133,6 +133,11 @@ impl Llama {
         &self.rope
     }
 
+    /// The RMSNorm after the last layer.
+    pub fn final_norm(&self) -> &RmsNorm {
+        &self.norm
+    }
+
     /// An empty cache for this model.
     pub fn new_cache(&self) -> KvCache {
         KvCache::new(self.layers.len())
@@ -221,7 +226,7 @@ impl Llama {
 
     /// Converts ids to u32 and checks they index the vocabulary: an out-of-range id would otherwise
     /// be an index error deep inside the embedding (or garbage on some devices).
-    fn check_ids(&self, input_ids: &Tensor) -> anyhow::Result<Tensor> {
+    pub(crate) fn check_ids(&self, input_ids: &Tensor) -> anyhow::Result<Tensor> {
         if !input_ids.dtype().is_int() {
             bail!("input ids must be integers, got {:?}", input_ids.dtype());
         }

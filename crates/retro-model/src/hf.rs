@@ -14,6 +14,11 @@ use crate::config::LlamaConfig;
 /// trained in f32.
 pub fn load_dir(dir: &Path, device: &Device) -> Result<(LlamaConfig, HashMap<String, Tensor>)> {
     let config = LlamaConfig::from_json_file(&dir.join("config.json"))?;
+    Ok((config, load_tensors(dir, device)?))
+}
+
+/// Every tensor of every `dir/*.safetensors` (in name order), converted to f32.
+pub fn load_tensors(dir: &Path, device: &Device) -> Result<HashMap<String, Tensor>> {
     let mut files: Vec<_> = std::fs::read_dir(dir)
         .with_context(|| format!("cannot list model directory {}", dir.display()))?
         .filter_map(|e| e.ok().map(|e| e.path()))
@@ -42,5 +47,5 @@ pub fn load_dir(dir: &Path, device: &Device) -> Result<(LlamaConfig, HashMap<Str
             }
         }
     }
-    Ok((config, tensors))
+    Ok(tensors)
 }

@@ -9,9 +9,14 @@
 //! - [`Llama`]: RMSNorm, RoPE, SwiGLU MLP, grouped-query attention, tied or untied head, with a
 //!   [`KvCache`] for incremental decoding.
 //! - [`tiny`]: seeded random models for fast tests.
+//! - Retro (reference §1): [`RetroConfig`], [`RetroModel`] (decoder + chunked cross-attention +
+//!   retrieval encoder), the CCA alignment in one function, [`cca_alignment`], and checkpoints /
+//!   retro-fitting in [`retro_weights`].
 
+pub mod alignment;
 pub mod attention;
 pub mod config;
+pub mod cross_attention;
 pub mod decoder;
 pub mod generate;
 pub mod gguf;
@@ -20,11 +25,20 @@ pub mod kv_cache;
 pub mod mlp;
 pub mod norm;
 pub mod ops;
+pub mod retro;
+pub mod retro_config;
+pub mod retro_weights;
 pub mod rope;
 pub mod tiny;
 pub mod weights;
 
+pub use alignment::{cca_alignment, CcaAlignment};
+/// The candle version the model is built on, for callers that need a `Device` or `Tensor`.
+pub use candle_core;
 pub use config::{LlamaConfig, RopeLayout};
 pub use decoder::{DecoderLayer, Llama};
 pub use kv_cache::KvCache;
+pub use retro::RetroModel;
+pub use retro_config::{default_retro_layer_numbers, RetroConfig, RetroOptions};
+pub use retro_weights::{retrofit, CcaInit, ParamCounts, RetroInit, RetroWeights};
 pub use weights::{Source, Weights};

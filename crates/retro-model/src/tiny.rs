@@ -102,3 +102,47 @@ pub fn random_ids(vocab: usize, len: usize, seed: u64) -> Vec<u32> {
     let mut rng = SplitMix64::new(seed ^ 0xA5A5_A5A5);
     (0..len).map(|_| rng.below(vocab) as u32).collect()
 }
+
+/// [`tiny_config`] with 3 layers, as a Retro model: layers 2 and 3 (1-based) have CCA, so layer 1
+/// is a plain layer before the first Retro layer; chunks of m = 4, k = 2 neighbours of r = 8 tokens
+/// (the reference unit test's sizes), 2 encoder layers, gate 1.
+pub fn tiny_retro_config() -> crate::retro_config::RetroConfig {
+    let mut d = tiny_config();
+    d.num_hidden_layers = 3;
+    let opts = crate::retro_config::RetroOptions {
+        chunk_len: 4,
+        num_neighbors: 2,
+        retrieved_len: 8,
+        retro_layer_numbers: Some(vec![2, 3]),
+        encoder_layers: 2,
+        gate: 1.0,
+    };
+    crate::retro_config::RetroConfig::new(d, &opts).expect("valid tiny retro config")
+}
+
+/// A seeded random Retro model for `cfg`: [`random_weights`] for the decoder, and the new tensors
+/// drawn by [`crate::retro_weights::init_retro_tensors`] with std 0.125 = 1/sqrt(hidden) (the
+/// decoder's fan-in scale, not Megatron's 0.02) so that retrieval visibly moves the logits in tests.
+/// (With std 0.5 activations blow up and f32 round-off alone moves logits by 1e-2.)
+pub fn random_retro_weights(
+    cfg: &crate::retro_config::RetroConfig,
+    seed: u64,
+    device: &Device,
+) -> Result<crate::retro_weights::RetroWeights> {
+    let base = random_weights(&cfg.decoder, seed, device)?;
+    let init = crate::retro_weights::RetroInit {
+        seed: seed.wrapping_add(1),
+        std: 0.125,
+        cca: crate::retro_weights::CcaInit::Random,
+    };
+    let mut tensors = base.tensors;
+    tensors.extend(crate::retro_weights::init_retro_tensors(
+        cfg, &init, device,
+    )?);
+    let w = crate::retro_weights::RetroWeights {
+        config: cfg.clone(),
+        tensors,
+    };
+    w.check()?;
+    Ok(w)
+}

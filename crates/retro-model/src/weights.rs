@@ -75,7 +75,16 @@ pub fn check_tensors_named(
     tensors: &HashMap<String, Tensor>,
     display: &dyn Fn(&str) -> String,
 ) -> Result<()> {
-    let expected = expected_tensors(cfg);
+    check_expected(&expected_tensors(cfg), tensors, display)
+}
+
+/// Checks that `tensors` holds every `(name, shape)` of `expected`; names in messages are shown
+/// with `display`.
+pub fn check_expected(
+    expected: &[(String, Vec<usize>)],
+    tensors: &HashMap<String, Tensor>,
+    display: &dyn Fn(&str) -> String,
+) -> Result<()> {
     let missing: Vec<String> = expected
         .iter()
         .filter(|(n, _)| !tensors.contains_key(n))
