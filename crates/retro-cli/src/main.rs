@@ -4,6 +4,7 @@
 mod bench;
 mod blas_core;
 mod db;
+mod generate;
 mod model;
 mod progress;
 
@@ -36,6 +37,8 @@ enum Command {
     /// Build Retro models from pretrained GPTs (retro-fitting) and describe checkpoints.
     #[command(subcommand)]
     Model(model::ModelCommand),
+    /// Generate text with a GPT or a Retro model, retrieving from a DB each time the sequence completes a chunk.
+    Generate(generate::GenerateArgs),
 }
 
 fn main() -> ExitCode {
@@ -73,6 +76,7 @@ fn main() -> ExitCode {
         Command::Db(command) => db::run(command),
         Command::Bench(command) => bench::run(command),
         Command::Model(command) => model::run(command),
+        Command::Generate(args) => generate::run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

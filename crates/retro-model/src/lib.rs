@@ -12,6 +12,8 @@
 //! - Retro (reference §1): [`RetroConfig`], [`RetroModel`] (decoder + chunked cross-attention +
 //!   retrieval encoder), the CCA alignment in one function, [`cca_alignment`], and checkpoints /
 //!   retro-fitting in [`retro_weights`].
+//! - Generation: [`retro_generate`] (KV cache, retrieval at every chunk through a [`Retriever`],
+//!   encoder output cached per chunk) and [`sampling`] (greedy / temperature / top-k / top-p).
 
 pub mod alignment;
 pub mod attention;
@@ -27,8 +29,10 @@ pub mod norm;
 pub mod ops;
 pub mod retro;
 pub mod retro_config;
+pub mod retro_generate;
 pub mod retro_weights;
 pub mod rope;
+pub mod sampling;
 pub mod tiny;
 pub mod weights;
 
@@ -39,6 +43,11 @@ pub use config::{LlamaConfig, RopeLayout};
 pub use decoder::{DecoderLayer, Llama};
 pub use kv_cache::KvCache;
 pub use retro::RetroModel;
+pub use retro_generate::{
+    generate, generate_plain, pad_tokens, GenerateOptions, Generation, Mode, Neighbor, RetroCache,
+    Retrieval, Retriever,
+};
+pub use sampling::{Sampler, SamplingOptions};
 pub use retro_config::{default_retro_layer_numbers, RetroConfig, RetroOptions};
 pub use retro_weights::{retrofit, CcaInit, ParamCounts, RetroInit, RetroWeights};
 pub use weights::{Source, Weights};

@@ -204,6 +204,21 @@ impl RetroModel {
         self.encode(&nb, &decoder_chunks(y, &al)?)
     }
 
+    /// For incremental generation ([`crate::retro_generate`]): the pre-CCA norm and the CCA of
+    /// decoder layer `i`, if it is a Retro layer.
+    pub(crate) fn cca_parts(&self, i: usize) -> Option<(&RmsNorm, &CrossAttention)> {
+        self.cca
+            .get(i)
+            .and_then(|c| c.as_ref())
+            .map(|c| (&c.norm, &c.attn))
+    }
+
+    /// For incremental generation: the encoder on neighbours `nb` `(b, l, k, r)` (any k ≥ 1)
+    /// against decoder chunks `(b·l, m, d)`; `(b·l, k·r, d)`.
+    pub(crate) fn encode_chunks(&self, nb: &Tensor, chunks: &Tensor) -> Result<Tensor> {
+        self.encode(nb, chunks)
+    }
+
     fn encode(&self, nb: &Tensor, chunks: &Tensor) -> Result<Tensor> {
         let (b, l, k, r) = nb.dims4()?;
         let mut x = self
