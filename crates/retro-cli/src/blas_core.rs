@@ -5,24 +5,47 @@
 //! "Prescott" kernels, which made BERT embedding 2.7x slower on our machines (docs/benchmarks.md). OpenBLAS reads
 //! `OPENBLAS_CORETYPE` in a library constructor, before `main`, so when it is unset we set it from the CPU's features
 //! and re-execute ourselves once. A value the user set is always kept.
+//!
+//! The same re-execution sets `OPENBLAS_NUM_THREADS=1` unless it is set: our BERT splits its matrix products over
+//! rayon's threads itself, and Faiss parallelises with OpenMP; OpenBLAS threads on top of those busy-wait and took an
+//! index build from minutes to half an hour on 2 cores (docs/benchmarks.md). For the same reason it sets
+//! `OMP_WAIT_POLICY=PASSIVE`: Faiss's OPQ training spent most of its time in OpenMP spin-waits; passive waiting cut
+//! it 3.7x (433 s to 117 s on 12k vectors, 2 cores).
 
 use std::os::unix::process::CommandExt;
 
 const MARKER: &str = "RETRO_BLAS_CORE_CHOSEN";
 
 pub fn ensure_openblas_core() {
-    if std::env::var_os("OPENBLAS_CORETYPE").is_some() || std::env::var_os(MARKER).is_some() {
+    if std::env::var_os(MARKER).is_some() {
         return;
     }
-    let Some(core) = detect_core() else { return };
-    let Ok(exe) = std::env::current_exe() else { return };
-    let err = std::process::Command::new(exe)
-        .args(std::env::args_os().skip(1))
-        .env("OPENBLAS_CORETYPE", core)
-        .env(MARKER, "1")
-        .exec();
-    // exec only returns on failure: go on with OpenBLAS's own choice.
-    tracing::debug!("could not re-execute with OPENBLAS_CORETYPE={core}: {err}");
+    let mut command = std::process::Command::new(match std::env::current_exe() {
+        Ok(exe) => exe,
+        Err(_) => return,
+    });
+    command.args(std::env::args_os().skip(1)).env(MARKER, "1");
+    let mut changed = false;
+    if std::env::var_os("OPENBLAS_CORETYPE").is_none() {
+        if let Some(core) = detect_core() {
+            command.env("OPENBLAS_CORETYPE", core);
+            changed = true;
+        }
+    }
+    if std::env::var_os("OPENBLAS_NUM_THREADS").is_none() {
+        command.env("OPENBLAS_NUM_THREADS", "1");
+        changed = true;
+    }
+    if std::env::var_os("OMP_WAIT_POLICY").is_none() {
+        command.env("OMP_WAIT_POLICY", "PASSIVE");
+        changed = true;
+    }
+    if !changed {
+        return;
+    }
+    let err = command.exec();
+    // exec only returns on failure: go on with OpenBLAS's own settings.
+    tracing::debug!("could not re-execute with OpenBLAS settings: {err}");
 }
 
 fn detect_core() -> Option<&'static str> {

@@ -82,33 +82,49 @@ impl Dense {
         Ok(Self { weight: tensor_values(&vb, &[d_out, d_in], "weight")?, bias: tensor_values(&vb, &[d_out], "bias")?, d_in, d_out })
     }
 
-    /// `x`: `[n, in]` → `[n, out]`.
+    /// `x`: `[n, in]` → `[n, out]`. Rows are split over the rayon pool, one single-threaded BLAS call per block
+    /// (see [`sgemm_rows`]).
     fn forward(&self, x: &[f32]) -> Vec<f32> {
         let n = x.len() / self.d_in;
         let mut out = vec![0f32; n * self.d_out];
         for row in out.chunks_exact_mut(self.d_out) {
             row.copy_from_slice(&self.bias);
         }
-        // Safety: the slices have the lengths the dimensions say (n·in, out·in, n·out).
-        unsafe {
-            blas::cblas_sgemm(
-                blas::ROW_MAJOR,
-                blas::NO_TRANS,
-                blas::TRANS,
-                n as i32,
-                self.d_out as i32,
-                self.d_in as i32,
-                1.0,
-                x.as_ptr(),
-                self.d_in as i32,
-                self.weight.as_ptr(),
-                self.d_in as i32,
-                1.0,
-                out.as_mut_ptr(),
-                self.d_out as i32,
-            );
-        }
+        let block_rows = n.div_ceil(rayon::current_num_threads()).max(32);
+        out.par_chunks_mut(block_rows * self.d_out)
+            .zip(x.par_chunks(block_rows * self.d_in))
+            .for_each(|(out, x)| sgemm_rows(x, &self.weight, out, self.d_in, self.d_out));
         out
+    }
+}
+
+/// `out += x · wᵀ` for row-major `x` `[n, d_in]`, `w` `[d_out, d_in]`, `out` `[n, d_out]`.
+///
+/// Why one BLAS call per rayon task: OpenBLAS's own threads busy-wait between calls and fight rayon's and Faiss's
+/// OpenMP threads for the two cores; with `OPENBLAS_NUM_THREADS=1` (set by the `retro` binary) every thread pool in
+/// the process is rayon's or Faiss's, and calls from several threads at once are safe.
+fn sgemm_rows(x: &[f32], w: &[f32], out: &mut [f32], d_in: usize, d_out: usize) {
+    let n = x.len() / d_in;
+    assert_eq!(out.len(), n * d_out);
+    assert_eq!(w.len(), d_out * d_in);
+    // Safety: the asserts above give the lengths the dimensions promise.
+    unsafe {
+        blas::cblas_sgemm(
+            blas::ROW_MAJOR,
+            blas::NO_TRANS,
+            blas::TRANS,
+            n as i32,
+            d_out as i32,
+            d_in as i32,
+            1.0,
+            x.as_ptr(),
+            d_in as i32,
+            w.as_ptr(),
+            d_in as i32,
+            1.0,
+            out.as_mut_ptr(),
+            d_out as i32,
+        );
     }
 }
 
