@@ -32,3 +32,8 @@ done
 echo
 echo "=== the saved neighbours of chunk 100 (each with its continuation)"
 $RETRO db neighbors "$DB" 100 | head -n 12
+echo
+echo "=== the pretrained GPT (SmolLM2-135M-Instruct) answering on its own; Retro training is issue 4"
+$RETRO generate --model "$DATA/models/smollm2-135m-instruct" --template chatml --max-new 40 \
+  --prompt "Who painted the Mona Lisa?"
+echo
