@@ -90,7 +90,8 @@ impl Dense {
         for row in out.chunks_exact_mut(self.d_out) {
             row.copy_from_slice(&self.bias);
         }
-        let block_rows = n.div_ceil(rayon::current_num_threads()).max(32);
+        // A few blocks per thread, so that a thread slowed by another process does not hold up the layer.
+        let block_rows = n.div_ceil(4 * rayon::current_num_threads()).max(64);
         out.par_chunks_mut(block_rows * self.d_out)
             .zip(x.par_chunks(block_rows * self.d_in))
             .for_each(|(out, x)| sgemm_rows(x, &self.weight, out, self.d_in, self.d_out));
