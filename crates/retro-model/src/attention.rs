@@ -9,31 +9,48 @@ use crate::mlp::linear;
 use crate::ops;
 use crate::rope::RotaryEmbedding;
 
+/// The four projections of a grouped-query attention and its head layout, shared by the
+/// self-attention here and `cross_attention::CrossAttention`.
+#[derive(Debug, Clone)]
+pub(crate) struct Projections {
+    pub(crate) q_proj: Linear,
+    pub(crate) k_proj: Linear,
+    pub(crate) v_proj: Linear,
+    pub(crate) o_proj: Linear,
+    pub(crate) num_heads: usize,
+    pub(crate) num_kv_heads: usize,
+    pub(crate) head_dim: usize,
+}
+
+impl Projections {
+    /// Loads `q_proj` `(heads*head_dim, hidden)`, `k_proj`/`v_proj` `(kv_heads*head_dim, hidden)`
+    /// and `o_proj` `(hidden, heads*head_dim)` under `vb`.
+    pub(crate) fn load(vb: &VarBuilder, cfg: &LlamaConfig) -> Result<Self> {
+        let (h, hd) = (cfg.hidden_size, cfg.head_dim());
+        let (nh, nkv) = (cfg.num_attention_heads, cfg.num_kv_heads());
+        Ok(Self {
+            q_proj: linear(vb, h, nh * hd, "q_proj")?,
+            k_proj: linear(vb, h, nkv * hd, "k_proj")?,
+            v_proj: linear(vb, h, nkv * hd, "v_proj")?,
+            o_proj: linear(vb, nh * hd, h, "o_proj")?,
+            num_heads: nh,
+            num_kv_heads: nkv,
+            head_dim: hd,
+        })
+    }
+}
+
 #[derive(Debug, Clone)]
 pub struct Attention {
-    q_proj: Linear,
-    k_proj: Linear,
-    v_proj: Linear,
-    o_proj: Linear,
-    num_heads: usize,
-    num_kv_heads: usize,
-    head_dim: usize,
+    p: Projections,
 }
 
 impl Attention {
     /// Loads `q_proj` `(heads*head_dim, hidden)`, `k_proj`/`v_proj` `(kv_heads*head_dim, hidden)`
     /// and `o_proj` `(hidden, heads*head_dim)` under `vb`.
     pub fn load(vb: VarBuilder, cfg: &LlamaConfig) -> Result<Self> {
-        let (h, hd) = (cfg.hidden_size, cfg.head_dim());
-        let (nh, nkv) = (cfg.num_attention_heads, cfg.num_kv_heads());
         Ok(Self {
-            q_proj: linear(&vb, h, nh * hd, "q_proj")?,
-            k_proj: linear(&vb, h, nkv * hd, "k_proj")?,
-            v_proj: linear(&vb, h, nkv * hd, "v_proj")?,
-            o_proj: linear(&vb, nh * hd, h, "o_proj")?,
-            num_heads: nh,
-            num_kv_heads: nkv,
-            head_dim: hd,
+            p: Projections::load(&vb, cfg)?,
         })
     }
 
@@ -52,13 +69,13 @@ impl Attention {
         cache: Option<(&KvCache, usize)>,
     ) -> Result<(Tensor, (Tensor, Tensor))> {
         let (b, t, _) = x.dims3()?;
-        let (nh, nkv, hd) = (self.num_heads, self.num_kv_heads, self.head_dim);
+        let (nh, nkv, hd) = (self.p.num_heads, self.p.num_kv_heads, self.p.head_dim);
         let heads = |y: Tensor, n: usize| -> Result<Tensor> {
             y.reshape((b, t, n, hd))?.transpose(1, 2)?.contiguous()
         };
-        let q = heads(self.q_proj.forward(x)?, nh)?;
-        let k = heads(self.k_proj.forward(x)?, nkv)?;
-        let v = heads(self.v_proj.forward(x)?, nkv)?;
+        let q = heads(self.p.q_proj.forward(x)?, nh)?;
+        let k = heads(self.p.k_proj.forward(x)?, nkv)?;
+        let v = heads(self.p.v_proj.forward(x)?, nkv)?;
         let q = rope.apply(&q, offset)?;
         let k = rope.apply(&k, offset)?;
         let (k, v) = match cache {
@@ -83,6 +100,6 @@ impl Attention {
             .reshape((b, nh, t, hd))?
             .transpose(1, 2)?
             .reshape((b, t, nh * hd))?;
-        Ok((self.o_proj.forward(&out)?, (k, v)))
+        Ok((self.p.o_proj.forward(&out)?, (k, v)))
     }
 }

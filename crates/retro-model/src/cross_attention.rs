@@ -7,37 +7,23 @@
 //! fuses k and v into one `linear_kv`) and use the decoder's head layout, grouped-query included.
 
 use candle_core::{Module, Result, Tensor};
-use candle_nn::{Linear, VarBuilder};
+use candle_nn::VarBuilder;
 
+use crate::attention::Projections;
 use crate::config::LlamaConfig;
-use crate::mlp::linear;
 use crate::ops;
 
 #[derive(Debug, Clone)]
 pub struct CrossAttention {
-    q_proj: Linear,
-    k_proj: Linear,
-    v_proj: Linear,
-    o_proj: Linear,
-    num_heads: usize,
-    num_kv_heads: usize,
-    head_dim: usize,
+    p: Projections,
 }
 
 impl CrossAttention {
     /// Loads `q_proj` `(heads*head_dim, hidden)`, `k_proj`/`v_proj` `(kv_heads*head_dim, hidden)`
     /// and `o_proj` `(hidden, heads*head_dim)` under `vb`.
     pub fn load(vb: VarBuilder, cfg: &LlamaConfig) -> Result<Self> {
-        let (h, hd) = (cfg.hidden_size, cfg.head_dim());
-        let (nh, nkv) = (cfg.num_attention_heads, cfg.num_kv_heads());
         Ok(Self {
-            q_proj: linear(&vb, h, nh * hd, "q_proj")?,
-            k_proj: linear(&vb, h, nkv * hd, "k_proj")?,
-            v_proj: linear(&vb, h, nkv * hd, "v_proj")?,
-            o_proj: linear(&vb, nh * hd, h, "o_proj")?,
-            num_heads: nh,
-            num_kv_heads: nkv,
-            head_dim: hd,
+            p: Projections::load(&vb, cfg)?,
         })
     }
 
@@ -45,8 +31,9 @@ impl CrossAttention {
     pub fn forward(&self, x: &Tensor, ctx: &Tensor) -> Result<Tensor> {
         let (b, t, _) = x.dims3()?;
         let s = ctx.dim(1)?;
-        let (nh, nkv, hd) = (self.num_heads, self.num_kv_heads, self.head_dim);
+        let (nh, nkv, hd) = (self.p.num_heads, self.p.num_kv_heads, self.p.head_dim);
         let q = self
+            .p
             .q_proj
             .forward(x)?
             .reshape((b, t, nh, hd))?
@@ -55,8 +42,8 @@ impl CrossAttention {
         let heads = |y: Tensor| -> Result<Tensor> {
             y.reshape((b, s, nkv, hd))?.transpose(1, 2)?.contiguous()
         };
-        let k = heads(self.k_proj.forward(ctx)?)?;
-        let v = heads(self.v_proj.forward(ctx)?)?;
+        let k = heads(self.p.k_proj.forward(ctx)?)?;
+        let v = heads(self.p.v_proj.forward(ctx)?)?;
         // Query head g*rep + r uses kv head g (as in `attention.rs`).
         let rep = nh / nkv;
         let q = (q * (1.0 / (hd as f64).sqrt()))?.reshape((b, nkv, rep * t, hd))?;
@@ -67,6 +54,6 @@ impl CrossAttention {
             .reshape((b, nh, t, hd))?
             .transpose(1, 2)?
             .reshape((b, t, nh * hd))?;
-        self.o_proj.forward(&out)
+        self.p.o_proj.forward(&out)
     }
 }

@@ -169,15 +169,7 @@ impl Llama {
         input_ids: &Tensor,
         cache: Option<&mut KvCache>,
     ) -> anyhow::Result<Tensor> {
-        let (b, t) = input_ids.dims2().with_context(|| {
-            format!(
-                "input ids must be (batch, seq), got {:?}",
-                input_ids.shape()
-            )
-        })?;
-        if t == 0 {
-            bail!("empty input: at least one token is needed");
-        }
+        let (b, t) = batch_and_len(input_ids)?;
         let ids = self.check_ids(input_ids)?;
         let offset = match &cache {
             Some(c) => {
@@ -271,4 +263,18 @@ pub fn causal_mask(
         })
         .collect();
     Tensor::from_vec(data, (seq, total), device).map(Some)
+}
+
+/// `(batch, seq)` of token ids `(batch, seq)`; an error for another rank or an empty sequence.
+pub(crate) fn batch_and_len(input_ids: &Tensor) -> anyhow::Result<(usize, usize)> {
+    let (b, t) = input_ids.dims2().with_context(|| {
+        format!(
+            "input ids must be (batch, seq), got {:?}",
+            input_ids.shape()
+        )
+    })?;
+    if t == 0 {
+        bail!("empty input: at least one token is needed");
+    }
+    Ok((b, t))
 }

@@ -2,7 +2,7 @@
 //! converted to f32.
 
 use std::collections::HashMap;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
 use candle_core::{DType, Device, Tensor};
@@ -17,10 +17,11 @@ pub fn load_dir(dir: &Path, device: &Device) -> Result<(LlamaConfig, HashMap<Str
     Ok((config, load_tensors(dir, device)?))
 }
 
-/// Every tensor of every `dir/*.safetensors` (in name order), converted to f32.
-pub fn load_tensors(dir: &Path, device: &Device) -> Result<HashMap<String, Tensor>> {
-    let mut files: Vec<_> = std::fs::read_dir(dir)
-        .with_context(|| format!("cannot list model directory {}", dir.display()))?
+/// The `dir/*.safetensors` files in name order; an error naming `dir` as a `kind` directory
+/// ("model", "checkpoint") if it cannot be listed, or if it holds none.
+pub(crate) fn safetensors_files(dir: &Path, kind: &str) -> Result<Vec<PathBuf>> {
+    let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
+        .with_context(|| format!("cannot list {kind} directory {}", dir.display()))?
         .filter_map(|e| e.ok().map(|e| e.path()))
         .filter(|p| p.extension().is_some_and(|e| e == "safetensors"))
         .collect();
@@ -28,6 +29,12 @@ pub fn load_tensors(dir: &Path, device: &Device) -> Result<HashMap<String, Tenso
     if files.is_empty() {
         bail!("{}: no *.safetensors file", dir.display());
     }
+    Ok(files)
+}
+
+/// Every tensor of every `dir/*.safetensors` (in name order), converted to f32.
+pub fn load_tensors(dir: &Path, device: &Device) -> Result<HashMap<String, Tensor>> {
+    let files = safetensors_files(dir, "model")?;
     let mut tensors = HashMap::new();
     for f in &files {
         let part = candle_core::safetensors::load(f, device)

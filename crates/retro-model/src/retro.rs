@@ -20,7 +20,7 @@ use candle_nn::VarBuilder;
 use crate::alignment::{cca_alignment, CcaAlignment};
 use crate::config::LlamaConfig;
 use crate::cross_attention::CrossAttention;
-use crate::decoder::{causal_mask, Llama};
+use crate::decoder::{batch_and_len, causal_mask, Llama};
 use crate::mlp::Mlp;
 use crate::norm::RmsNorm;
 use crate::retro_config::RetroConfig;
@@ -152,15 +152,7 @@ impl RetroModel {
 
     /// Final hidden states after the last norm, `(batch, seq, hidden)`. See [`RetroModel::forward`].
     pub fn forward_hidden(&self, input_ids: &Tensor, neighbors: Option<&Tensor>) -> Result<Tensor> {
-        let (b, ns) = input_ids.dims2().with_context(|| {
-            format!(
-                "input ids must be (batch, seq), got {:?}",
-                input_ids.shape()
-            )
-        })?;
-        if ns == 0 {
-            bail!("empty input: at least one token is needed");
-        }
+        let (b, ns) = batch_and_len(input_ids)?;
         let dcfg = &self.cfg.decoder;
         if ns > dcfg.max_position_embeddings {
             bail!(

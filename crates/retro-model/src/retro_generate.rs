@@ -36,7 +36,7 @@
 use anyhow::{bail, Context, Result};
 use candle_core::{DType, Device, IndexOp, Module, Tensor};
 
-use crate::decoder::{causal_mask, Llama};
+use crate::decoder::{batch_and_len, causal_mask, Llama};
 use crate::kv_cache::KvCache;
 use crate::retro::RetroModel;
 use crate::sampling::{Sampler, SamplingOptions};
@@ -148,15 +148,7 @@ impl RetroModel {
     ) -> Result<Tensor> {
         let cfg = self.config();
         let dec = self.decoder();
-        let (b, t) = input_ids.dims2().with_context(|| {
-            format!(
-                "input ids must be (batch, seq), got {:?}",
-                input_ids.shape()
-            )
-        })?;
-        if t == 0 {
-            bail!("empty input: at least one token is needed");
-        }
+        let (b, t) = batch_and_len(input_ids)?;
         let m = cfg.chunk_len;
         let off = cache.kv.seq_len();
         let end = off + t;

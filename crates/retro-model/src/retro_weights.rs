@@ -424,15 +424,7 @@ pub struct ModelInfo {
 /// is read), checking that the tensors listed match the config.
 pub fn retro_checkpoint_info(dir: &Path) -> Result<ModelInfo> {
     let cfg = RetroConfig::from_json_file(&dir.join(CONFIG_FILE))?;
-    let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
-        .with_context(|| format!("cannot list checkpoint directory {}", dir.display()))?
-        .filter_map(|e| e.ok().map(|e| e.path()))
-        .filter(|p| p.extension().is_some_and(|e| e == "safetensors"))
-        .collect();
-    files.sort();
-    if files.is_empty() {
-        bail!("{}: no *.safetensors file", dir.display());
-    }
+    let files = hf::safetensors_files(dir, "checkpoint")?;
     let mut infos = Vec::new();
     for f in &files {
         infos.extend(read_safetensors_header(f)?);
@@ -459,35 +451,47 @@ pub fn retro_checkpoint_info(dir: &Path) -> Result<ModelInfo> {
     let mut dtypes: Vec<String> = infos.iter().map(|t| t.dtype.clone()).collect();
     dtypes.sort();
     dtypes.dedup();
-    let d = &cfg.decoder;
+    let parameters = ParamCounts::from_sizes(
+        infos
+            .iter()
+            .map(|t| (t.name.as_str(), t.shape.iter().product())),
+    );
     Ok(ModelInfo {
-        architecture: cfg.architectures[0].clone(),
-        decoder_layers: d.num_hidden_layers,
-        hidden_size: d.hidden_size,
-        num_attention_heads: d.num_attention_heads,
-        num_key_value_heads: d.num_kv_heads(),
-        vocab_size: d.vocab_size,
-        tie_word_embeddings: d.tie_word_embeddings,
         retro_layer_numbers: cfg.retro_layer_numbers.clone(),
         encoder_layers: cfg.encoder_layers,
         chunk_len: Some(cfg.chunk_len),
         num_neighbors: Some(cfg.num_neighbors),
         retrieved_len: Some(cfg.retrieved_len),
         gate: Some(cfg.gate),
-        parameters: ParamCounts::from_sizes(
-            infos
-                .iter()
-                .map(|t| (t.name.as_str(), t.shape.iter().product())),
-        ),
-        dtypes,
+        ..decoder_fields(
+            cfg.architectures[0].clone(),
+            &cfg.decoder,
+            parameters,
+            dtypes,
+        )
     })
 }
 
 /// Describes a plain decoder (HF directory or GGUF) loaded with [`Weights::load`].
 pub fn decoder_info(w: &Weights) -> ModelInfo {
-    let d = &w.config;
+    decoder_fields(
+        "LlamaForCausalLM".to_string(),
+        &w.config,
+        ParamCounts::from_sizes(w.tensors.iter().map(|(n, t)| (n.as_str(), t.elem_count()))),
+        stored_dtypes(&w.source),
+    )
+}
+
+/// A [`ModelInfo`] with the decoder's fields from `d` and the Retro fields empty, as for a plain
+/// decoder.
+fn decoder_fields(
+    architecture: String,
+    d: &crate::config::LlamaConfig,
+    parameters: ParamCounts,
+    dtypes: Vec<String>,
+) -> ModelInfo {
     ModelInfo {
-        architecture: "LlamaForCausalLM".to_string(),
+        architecture,
         decoder_layers: d.num_hidden_layers,
         hidden_size: d.hidden_size,
         num_attention_heads: d.num_attention_heads,
@@ -500,10 +504,8 @@ pub fn decoder_info(w: &Weights) -> ModelInfo {
         num_neighbors: None,
         retrieved_len: None,
         gate: None,
-        parameters: ParamCounts::from_sizes(
-            w.tensors.iter().map(|(n, t)| (n.as_str(), t.elem_count())),
-        ),
-        dtypes: stored_dtypes(&w.source),
+        parameters,
+        dtypes,
     }
 }
 

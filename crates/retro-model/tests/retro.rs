@@ -60,6 +60,11 @@ fn plain_decoder(w: &RetroWeights) -> retro_model::Llama {
     .unwrap()
 }
 
+/// Max |a - b| over the positions before `p` of two `(batch, seq, vocab)` logits.
+fn diff_before(a: &Tensor, b: &Tensor, p: usize) -> f32 {
+    max_abs_diff(&a.i((.., ..p)).unwrap(), &b.i((.., ..p)).unwrap())
+}
+
 /// Sets chunk `j`'s neighbours (all k of them) to other random tokens.
 fn change_chunk(nb: &Tensor, j: usize, seed: u64) -> Tensor {
     let (b, l, k, r) = nb.dims4().unwrap();
@@ -142,7 +147,7 @@ fn gate_zero_and_no_neighbors_give_the_plain_decoder() {
         let g1 = m.forward(&x, Some(&nb)).unwrap();
         let pad = cca_alignment(ns, 4).unwrap().pad;
         if pad > 0 {
-            let before = max_abs_diff(&g1.i((.., ..pad)).unwrap(), &expect.i((.., ..pad)).unwrap());
+            let before = diff_before(&g1, &expect, pad);
             assert_eq!(
                 before, 0.0,
                 "positions before pad {pad} saw retrieval (ns {ns})"
@@ -177,10 +182,7 @@ fn neighbors_of_chunk_j_reach_no_earlier_position() {
                 .forward(&x, Some(&change_chunk(&nb, j, 100 + j as u64)))
                 .unwrap();
             if first > 0 {
-                let before = max_abs_diff(
-                    &base.i((.., ..first)).unwrap(),
-                    &other.i((.., ..first)).unwrap(),
-                );
+                let before = diff_before(&base, &other, first);
                 assert_eq!(
                     before, 0.0,
                     "ns {ns}: neighbours of chunk {j} reached a position before {first}"
@@ -217,7 +219,7 @@ fn tokens_after_p_reach_no_position_up_to_p() {
             )
             .unwrap();
         if t > 0 {
-            let before = max_abs_diff(&base.i((.., ..t)).unwrap(), &other.i((.., ..t)).unwrap());
+            let before = diff_before(&base, &other, t);
             assert_eq!(before, 0.0, "token {t} reached an earlier position");
         }
         let at = max_abs_diff(&base.i((.., t)).unwrap(), &other.i((.., t)).unwrap());

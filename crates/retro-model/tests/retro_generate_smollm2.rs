@@ -3,12 +3,15 @@
 //! exactly the GPT's greedy tokens (those of `reference_generation.json`), and with random CCA the KV-cached forward
 //! equals the full recomputation on the real architecture (9 query / 3 KV heads, 8 Retro layers).
 
+mod common;
+
 use std::path::PathBuf;
 
 use anyhow::Result;
 use candle_core::{Device, Tensor};
 use retro_model::generate::greedy;
 use retro_model::tiny::random_ids;
+use common::max_abs_diff;
 use retro_model::{
     generate, retrofit, CcaInit, GenerateOptions, Mode, Neighbor, Retriever, RetroInit,
     RetroOptions, SamplingOptions, Weights,
@@ -31,19 +34,6 @@ impl Retriever for Fake {
             })
             .collect())
     }
-}
-
-fn max_abs_diff(a: &Tensor, b: &Tensor) -> f32 {
-    (a - b)
-        .unwrap()
-        .abs()
-        .unwrap()
-        .flatten_all()
-        .unwrap()
-        .max(0)
-        .unwrap()
-        .to_scalar()
-        .unwrap()
 }
 
 #[test]

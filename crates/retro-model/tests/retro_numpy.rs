@@ -7,9 +7,12 @@
 //! every machine). To regenerate it (needs python3 with numpy and safetensors):
 //! `cargo test --release -p retro-model --test retro_numpy -- --ignored`.
 
+mod common;
+
 use std::path::PathBuf;
 
 use candle_core::{Device, Tensor};
+use common::{max_abs, max_abs_diff};
 use retro_model::tiny::{random_ids, random_retro_weights, tiny_retro_config};
 use retro_model::RetroWeights;
 
@@ -62,25 +65,8 @@ fn matches_numpy_reference() {
             .to_dtype(candle_core::DType::F32)
             .unwrap();
         let got = m.forward(&ids, nb.as_ref()).unwrap();
-        let d: f32 = (got - &expect)
-            .unwrap()
-            .abs()
-            .unwrap()
-            .flatten_all()
-            .unwrap()
-            .max(0)
-            .unwrap()
-            .to_scalar()
-            .unwrap();
-        let scale: f32 = expect
-            .abs()
-            .unwrap()
-            .flatten_all()
-            .unwrap()
-            .max(0)
-            .unwrap()
-            .to_scalar()
-            .unwrap();
+        let d = max_abs_diff(&got, &expect);
+        let scale = max_abs(&expect);
         eprintln!("case {i}: max |rust - numpy| = {d:.2e}, logits up to {scale:.1}");
         assert!(
             d < TOL,

@@ -2,25 +2,14 @@
 //! the default Retro layers of a 30-layer decoder, `--cca-init zero` giving exactly the GPT's
 //! logits with neighbours, and random init moving them.
 
+mod common;
+
 use std::path::PathBuf;
 
 use candle_core::{Device, IndexOp, Tensor};
+use common::max_abs_diff;
 use retro_model::tiny::random_ids;
 use retro_model::{retrofit, CcaInit, RetroInit, RetroOptions, Weights};
-
-fn max_abs_diff(a: &Tensor, b: &Tensor) -> f32 {
-    assert_eq!(a.dims(), b.dims());
-    (a - b)
-        .unwrap()
-        .abs()
-        .unwrap()
-        .flatten_all()
-        .unwrap()
-        .max(0)
-        .unwrap()
-        .to_scalar()
-        .unwrap()
-}
 
 #[test]
 fn retrofit_smollm2() {

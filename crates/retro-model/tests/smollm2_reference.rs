@@ -10,10 +10,13 @@
 //! of 1e-5 moves these logits by 1.9e-3, rope_theta 10000 instead of 100000 by 0.42, the HF RoPE
 //! layout on GGUF weights by 4.7.
 
+mod common;
+
 use std::path::PathBuf;
 use std::sync::OnceLock;
 
 use candle_core::{Device, IndexOp, Tensor};
+use common::{argmax_ids, max_abs_diff};
 use retro_model::{generate, Llama, RopeLayout, Weights};
 
 const ABS_TOL: f32 = 5e-4;
@@ -196,31 +199,8 @@ fn full_forward_equals_kv_cached_incremental() {
     }
     assert_eq!((start, cache.seq_len()), (n, n));
     let inc = Tensor::cat(&pieces, 1).unwrap();
-    let diff: f32 = (&full - &inc)
-        .unwrap()
-        .abs()
-        .unwrap()
-        .flatten_all()
-        .unwrap()
-        .max(0)
-        .unwrap()
-        .to_scalar()
-        .unwrap();
+    let diff = max_abs_diff(&full, &inc);
     eprintln!("max |full - cached| over {n} positions: {diff:.3e}");
     assert!(diff < 1e-3, "full and cached forwards differ by {diff}");
-    let a: Vec<u32> = full
-        .argmax(2)
-        .unwrap()
-        .flatten_all()
-        .unwrap()
-        .to_vec1()
-        .unwrap();
-    let b: Vec<u32> = inc
-        .argmax(2)
-        .unwrap()
-        .flatten_all()
-        .unwrap()
-        .to_vec1()
-        .unwrap();
-    assert_eq!(a, b);
+    assert_eq!(argmax_ids(&full), argmax_ids(&inc));
 }

@@ -10,18 +10,32 @@ use candle_core::Tensor;
 use retro_model::gguf::gguf_name;
 use retro_model::{RopeLayout, Weights};
 
-/// Max |a - b| over two tensors of the same shape.
-pub fn max_abs_diff(a: &Tensor, b: &Tensor) -> f32 {
-    assert_eq!(a.dims(), b.dims(), "shape mismatch");
-    (a - b)
-        .unwrap()
-        .abs()
+/// Max |t| over all elements of an f32 tensor.
+pub fn max_abs(t: &Tensor) -> f32 {
+    t.abs()
         .unwrap()
         .flatten_all()
         .unwrap()
         .max(0)
         .unwrap()
         .to_scalar()
+        .unwrap()
+}
+
+/// Max |a - b| over two tensors of the same shape.
+pub fn max_abs_diff(a: &Tensor, b: &Tensor) -> f32 {
+    assert_eq!(a.dims(), b.dims(), "shape mismatch");
+    max_abs(&(a - b).unwrap())
+}
+
+/// Greedy (argmax over the last dimension) token ids of `[b, n, vocab]` logits, flattened.
+pub fn argmax_ids(logits: &Tensor) -> Vec<u32> {
+    logits
+        .argmax(2)
+        .unwrap()
+        .flatten_all()
+        .unwrap()
+        .to_vec1()
         .unwrap()
 }
 
