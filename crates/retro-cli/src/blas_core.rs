@@ -6,11 +6,9 @@
 //! `OPENBLAS_CORETYPE` in a library constructor, before `main`, so when it is unset we set it from the CPU's features
 //! and re-execute ourselves once. A value the user set is always kept.
 //!
-//! The same re-execution sets `OPENBLAS_NUM_THREADS=1` unless it is set: our BERT splits its matrix products over
-//! rayon's threads itself, and Faiss parallelises with OpenMP; OpenBLAS threads on top of those busy-wait and took an
-//! index build from minutes to half an hour on 2 cores (docs/benchmarks.md). For the same reason it sets
-//! `OMP_WAIT_POLICY=PASSIVE`: Faiss's OPQ training spent most of its time in OpenMP spin-waits; passive waiting cut
-//! it 3.7x (433 s to 117 s on 12k vectors, 2 cores).
+//! The same re-execution sets `OMP_WAIT_POLICY=PASSIVE` unless it is set: Faiss's OPQ training spent most of its time
+//! in OpenMP threads spin-waiting against OpenBLAS's; passive waiting cut it 3.7x (433 s to 117 s on 12k vectors,
+//! 2 cores; docs/benchmarks.md).
 
 use std::os::unix::process::CommandExt;
 
@@ -31,10 +29,6 @@ pub fn ensure_openblas_core() {
             command.env("OPENBLAS_CORETYPE", core);
             changed = true;
         }
-    }
-    if std::env::var_os("OPENBLAS_NUM_THREADS").is_none() {
-        command.env("OPENBLAS_NUM_THREADS", "1");
-        changed = true;
     }
     if std::env::var_os("OMP_WAIT_POLICY").is_none() {
         command.env("OMP_WAIT_POLICY", "PASSIVE");

@@ -82,28 +82,22 @@ impl Dense {
         Ok(Self { weight: tensor_values(&vb, &[d_out, d_in], "weight")?, bias: tensor_values(&vb, &[d_out], "bias")?, d_in, d_out })
     }
 
-    /// `x`: `[n, in]` → `[n, out]`. Rows are split over the rayon pool, one single-threaded BLAS call per block
-    /// (see [`sgemm_rows`]).
+    /// `x`: `[n, in]` → `[n, out]`, one BLAS call (OpenBLAS spreads it over its threads).
     fn forward(&self, x: &[f32]) -> Vec<f32> {
         let n = x.len() / self.d_in;
         let mut out = vec![0f32; n * self.d_out];
         for row in out.chunks_exact_mut(self.d_out) {
             row.copy_from_slice(&self.bias);
         }
-        // A few blocks per thread, so that a thread slowed by another process does not hold up the layer.
-        let block_rows = n.div_ceil(4 * rayon::current_num_threads()).max(64);
-        out.par_chunks_mut(block_rows * self.d_out)
-            .zip(x.par_chunks(block_rows * self.d_in))
-            .for_each(|(out, x)| sgemm_rows(x, &self.weight, out, self.d_in, self.d_out));
+        sgemm_rows(x, &self.weight, &mut out, self.d_in, self.d_out);
         out
     }
 }
 
 /// `out += x · wᵀ` for row-major `x` `[n, d_in]`, `w` `[d_out, d_in]`, `out` `[n, d_out]`.
 ///
-/// Why one BLAS call per rayon task: OpenBLAS's own threads busy-wait between calls and fight rayon's and Faiss's
-/// OpenMP threads for the two cores; with `OPENBLAS_NUM_THREADS=1` (set by the `retro` binary) every thread pool in
-/// the process is rayon's or Faiss's, and calls from several threads at once are safe.
+/// One call for the whole batch measured faster than one single-threaded call per rayon task
+/// (docs/benchmarks.md: 1.37x vs 0.89-1.02x sentence-transformers).
 fn sgemm_rows(x: &[f32], w: &[f32], out: &mut [f32], d_in: usize, d_out: usize) {
     let n = x.len() / d_in;
     assert_eq!(out.len(), n * d_out);
