@@ -60,14 +60,20 @@ pub fn run(command: BenchCommand) -> Result<()> {
 }
 
 fn read_texts(path: &Path) -> Result<Vec<String>> {
-    let file = std::fs::File::open(path).with_context(|| format!("{}: cannot open", path.display()))?;
+    let file =
+        std::fs::File::open(path).with_context(|| format!("{}: cannot open", path.display()))?;
     std::io::BufReader::new(file)
         .lines()
         .enumerate()
         .filter(|(_, l)| l.as_ref().map_or(true, |l| !l.trim().is_empty()))
         .map(|(i, line)| {
-            let value: serde_json::Value = serde_json::from_str(&line?).with_context(|| format!("{}:{}: malformed JSON", path.display(), i + 1))?;
-            value.get("text").and_then(|t| t.as_str()).map(str::to_string).ok_or_else(|| anyhow!("{}:{}: no \"text\" field", path.display(), i + 1))
+            let value: serde_json::Value = serde_json::from_str(&line?)
+                .with_context(|| format!("{}:{}: malformed JSON", path.display(), i + 1))?;
+            value
+                .get("text")
+                .and_then(|t| t.as_str())
+                .map(str::to_string)
+                .ok_or_else(|| anyhow!("{}:{}: no \"text\" field", path.display(), i + 1))
         })
         .collect()
 }
@@ -87,7 +93,11 @@ fn embed(args: EmbedBench) -> Result<()> {
     if args.json {
         println!("{report}");
     } else {
-        println!("{} texts in {seconds:.2} s: {:.1} texts/s", texts.len(), texts.len() as f64 / seconds);
+        println!(
+            "{} texts in {seconds:.2} s: {:.1} texts/s",
+            texts.len(),
+            texts.len() as f64 / seconds
+        );
     }
     Ok(())
 }
@@ -102,7 +112,10 @@ fn index(args: IndexBench) -> Result<()> {
     let start = Instant::now();
     index.add(&vectors)?;
     let add_s = start.elapsed().as_secs_f64();
-    index.set_search_params(retro_db::SearchParams { nprobe: args.nprobe, ef_search: args.ef_search })?;
+    index.set_search_params(retro_db::SearchParams {
+        nprobe: args.nprobe,
+        ef_search: args.ef_search,
+    })?;
     let q = args.queries.min(n);
     let queries = &vectors[..q * dim];
     let start = Instant::now();
@@ -114,21 +127,29 @@ fn index(args: IndexBench) -> Result<()> {
     let hits: usize = approx
         .iter()
         .zip(&truth)
-        .map(|(a, t)| a.iter().filter(|(r, _)| t.iter().any(|(tr, _)| tr == r)).count())
+        .map(|(a, t)| {
+            a.iter()
+                .filter(|(r, _)| t.iter().any(|(tr, _)| tr == r))
+                .count()
+        })
         .sum();
     let recall = hits as f64 / (q * args.k) as f64;
     let report = serde_json::json!({"train_s": train_s, "add_s": add_s, "search_s": search_s, "recall_at_k": recall, "k": args.k, "n": n, "queries": q});
     if args.json {
         println!("{report}");
     } else {
-        println!("train {train_s:.3} s, add {add_s:.3} s, search {search_s:.3} s, recall@{} {recall:.4}", args.k);
+        println!(
+            "train {train_s:.3} s, add {add_s:.3} s, search {search_s:.3} s, recall@{} {recall:.4}",
+            args.k
+        );
     }
     Ok(())
 }
 
 /// Writes a float32 C-order .npy file (format 1.0).
 fn write_npy(path: &Path, values: &[f32], rows: usize, cols: usize) -> Result<()> {
-    let mut header = format!("{{'descr': '<f4', 'fortran_order': False, 'shape': ({rows}, {cols}), }}");
+    let mut header =
+        format!("{{'descr': '<f4', 'fortran_order': False, 'shape': ({rows}, {cols}), }}");
     while (10 + header.len() + 1) % 64 != 0 {
         header.push(' ');
     }
@@ -137,7 +158,9 @@ fn write_npy(path: &Path, values: &[f32], rows: usize, cols: usize) -> Result<()
     bytes.extend_from_slice(b"\x93NUMPY\x01\x00");
     bytes.extend_from_slice(&(header.len() as u16).to_le_bytes());
     bytes.extend_from_slice(header.as_bytes());
-    values.iter().for_each(|v| bytes.extend_from_slice(&v.to_le_bytes()));
+    values
+        .iter()
+        .for_each(|v| bytes.extend_from_slice(&v.to_le_bytes()));
     retro_data::atomic_write::write_atomic(path, &bytes)
 }
 
@@ -150,18 +173,40 @@ fn read_npy(path: &Path) -> Result<(Vec<f32>, usize, usize)> {
     let (header_len, offset) = if bytes[6] == 1 {
         (u16::from_le_bytes([bytes[8], bytes[9]]) as usize, 10)
     } else {
-        (u32::from_le_bytes(bytes[8..12].try_into().unwrap()) as usize, 12)
+        (
+            u32::from_le_bytes(bytes[8..12].try_into().unwrap()) as usize,
+            12,
+        )
     };
     let header = std::str::from_utf8(&bytes[offset..offset + header_len])?;
     if !header.contains("'<f4'") || header.contains("'fortran_order': True") {
-        bail!("{}: expected a C-order float32 array, header {header}", path.display());
+        bail!(
+            "{}: expected a C-order float32 array, header {header}",
+            path.display()
+        );
     }
-    let shape = header.split("'shape': (").nth(1).and_then(|s| s.split(')').next()).ok_or_else(|| anyhow!("{}: no shape", path.display()))?;
-    let dims: Vec<usize> = shape.split(',').filter(|s| !s.trim().is_empty()).map(|s| s.trim().parse()).collect::<Result<_, _>>()?;
-    let [rows, cols] = dims[..] else { bail!("{}: expected a 2-d array, shape ({shape})", path.display()) };
+    let shape = header
+        .split("'shape': (")
+        .nth(1)
+        .and_then(|s| s.split(')').next())
+        .ok_or_else(|| anyhow!("{}: no shape", path.display()))?;
+    let dims: Vec<usize> = shape
+        .split(',')
+        .filter(|s| !s.trim().is_empty())
+        .map(|s| s.trim().parse())
+        .collect::<Result<_, _>>()?;
+    let [rows, cols] = dims[..] else {
+        bail!("{}: expected a 2-d array, shape ({shape})", path.display())
+    };
     let data = &bytes[offset + header_len..];
     if data.len() != rows * cols * 4 {
         bail!("{}: truncated", path.display());
     }
-    Ok((data.chunks_exact(4).map(|b| f32::from_le_bytes(b.try_into().unwrap())).collect(), rows, cols))
+    Ok((
+        data.chunks_exact(4)
+            .map(|b| f32::from_le_bytes(b.try_into().unwrap()))
+            .collect(),
+        rows,
+        cols,
+    ))
 }

@@ -6,8 +6,9 @@ use clap::{Args, Subcommand};
 use retro_data::chunk_db::MANIFEST_FILE;
 use retro_data::{build_chunk_db, ChunkDb, ChunkOptions, GptTokenizer, ReadOptions};
 use retro_db::{
-    build_index, db_stats, embed_db, neighbor_hits, query_neighbors, EmbedOptions, Embedder, Embeddings, IndexOptions,
-    NeighborOptions, Neighbors, Pooling, RetrievalDb, RetrievalIndex, SearchParams, Shard,
+    build_index, db_stats, embed_db, neighbor_hits, query_neighbors, EmbedOptions, Embedder,
+    Embeddings, IndexOptions, NeighborOptions, Neighbors, Pooling, RetrievalDb, RetrievalIndex,
+    SearchParams, Shard,
 };
 use std::path::{Path, PathBuf};
 
@@ -218,22 +219,48 @@ pub fn run(command: DbCommand) -> Result<()> {
         DbCommand::Build(args) => build(args),
         DbCommand::Chunk(args) => {
             let manifest = chunk_stage(&args.out, &args.chunk)?;
-            print_report(args.json, &manifest, &format!("{} chunks from {} documents", manifest.n_chunks, manifest.n_documents))
+            print_report(
+                args.json,
+                &manifest,
+                &format!(
+                    "{} chunks from {} documents",
+                    manifest.n_chunks, manifest.n_documents
+                ),
+            )
         }
         DbCommand::Embed(args) => {
             let report = embed_stage(&args.db, &args.embed)?;
-            print_report(args.json, &report, &format!("{} of {} blocks embedded", report.blocks_done_before + report.blocks_done_now, report.blocks_total))
+            print_report(
+                args.json,
+                &report,
+                &format!(
+                    "{} of {} blocks embedded",
+                    report.blocks_done_before + report.blocks_done_now,
+                    report.blocks_total
+                ),
+            )
         }
         DbCommand::Index(args) => {
             let report = index_stage(&args.db, &args.index)?;
-            print_report(args.json, &report, &format!("index {} holds {} chunks", report.factory, report.ntotal))
+            print_report(
+                args.json,
+                &report,
+                &format!("index {} holds {} chunks", report.factory, report.ntotal),
+            )
         }
         DbCommand::Neighbors(args) => match args.chunk {
             Some(chunk) => show_neighbors(&args.db, chunk, args.json),
             None => {
                 let options = neighbor_options(&args.neighbors, args.block_size, args.shard);
                 let report = neighbors_stage(&args.db, &options, &args.search)?;
-                print_report(args.json, &report, &format!("neighbours: {} blocks done now, complete: {}", report.blocks_done_now, report.complete))
+                print_report(
+                    args.json,
+                    &report,
+                    &format!(
+                        "neighbours: {} blocks done now, complete: {}",
+                        report.blocks_done_now, report.complete
+                    ),
+                )
             }
         },
         DbCommand::Search(args) => search(args),
@@ -250,8 +277,17 @@ fn print_report<T: serde::Serialize>(json: bool, report: &T, human: &str) -> Res
     Ok(())
 }
 
-fn neighbor_options(flags: &NeighborFlags, block_size: usize, shard: Option<Shard>) -> NeighborOptions {
-    NeighborOptions { query_k: flags.query_k, save_k: flags.save_k, block_size, shard: shard.unwrap_or(Shard::ALL) }
+fn neighbor_options(
+    flags: &NeighborFlags,
+    block_size: usize,
+    shard: Option<Shard>,
+) -> NeighborOptions {
+    NeighborOptions {
+        query_k: flags.query_k,
+        save_k: flags.save_k,
+        block_size,
+        shard: shard.unwrap_or(Shard::ALL),
+    }
 }
 
 /// Chunks the corpora unless `out` already holds a finished chunk stage made with the same tokenizer and chunk length.
@@ -261,7 +297,12 @@ fn chunk_stage(out: &Path, flags: &ChunkFlags) -> Result<retro_data::ChunkDbMani
         let db = ChunkDb::open(out)?;
         tokenizer.check_matches(&db.manifest.tokenizer_sha256, out)?;
         if db.manifest.chunk_len != flags.chunk_len {
-            bail!("{}: DB has chunk length {}, --chunk-len is {}", out.display(), db.manifest.chunk_len, flags.chunk_len);
+            bail!(
+                "{}: DB has chunk length {}, --chunk-len is {}",
+                out.display(),
+                db.manifest.chunk_len,
+                flags.chunk_len
+            );
         }
         tracing::info!("chunk stage already done in {}", out.display());
         return Ok(db.manifest);
@@ -270,14 +311,20 @@ fn chunk_stage(out: &Path, flags: &ChunkFlags) -> Result<retro_data::ChunkDbMani
         chunk_len: flags.chunk_len,
         valid_fraction: flags.valid_fraction,
         split_seed: flags.split_seed,
-        read: ReadOptions { text_field: flags.text_field.clone(), skip_bad_lines: flags.skip_bad_lines },
+        read: ReadOptions {
+            text_field: flags.text_field.clone(),
+            skip_bad_lines: flags.skip_bad_lines,
+        },
         ..Default::default()
     };
     let progress = spinner("chunk");
     let manifest = build_chunk_db(out, &flags.corpora, &tokenizer, &options, &|docs| {
         progress.set_message(format!("{docs} documents"))
     })?;
-    progress.finish_with_message(format!("{} documents, {} chunks", manifest.n_documents, manifest.n_chunks));
+    progress.finish_with_message(format!(
+        "{} documents, {} chunks",
+        manifest.n_documents, manifest.n_chunks
+    ));
     Ok(manifest)
 }
 
@@ -294,7 +341,9 @@ fn embed_stage(db_dir: &Path, flags: &EmbedFlags) -> Result<retro_db::embed::Emb
         bail!("--block-size and --batch-size must be positive");
     }
     let progress = bar(db.n_chunks() as u64, "embed");
-    let report = embed_db(&db, &tokenizer, &embedder, &options, &|n| progress.inc(n as u64))?;
+    let report = embed_db(&db, &tokenizer, &embedder, &options, &|n| {
+        progress.inc(n as u64)
+    })?;
     progress.finish();
     Ok(report)
 }
@@ -305,11 +354,15 @@ fn index_stage(db_dir: &Path, flags: &IndexFlags) -> Result<retro_db::index::Ind
     let options = IndexOptions {
         factory: flags.factory.clone(),
         train_sample: flags.train_sample,
-        search: flags.search.params(retro_db::index::default_search_params(&if flags.factory == "auto" {
-            retro_db::auto_factory(db.manifest.n_chunks_train, embeddings.dim())
-        } else {
-            flags.factory.clone()
-        })),
+        search: flags
+            .search
+            .params(retro_db::index::default_search_params(
+                &if flags.factory == "auto" {
+                    retro_db::auto_factory(db.manifest.n_chunks_train, embeddings.dim())
+                } else {
+                    flags.factory.clone()
+                },
+            )),
         ..Default::default()
     };
     let progress = bar(db.manifest.n_chunks_train as u64, "index");
@@ -322,7 +375,11 @@ fn index_stage(db_dir: &Path, flags: &IndexFlags) -> Result<retro_db::index::Ind
     Ok(report)
 }
 
-fn neighbors_stage(db_dir: &Path, options: &NeighborOptions, search: &SearchFlags) -> Result<retro_db::neighbors::NeighborReport> {
+fn neighbors_stage(
+    db_dir: &Path,
+    options: &NeighborOptions,
+    search: &SearchFlags,
+) -> Result<retro_db::neighbors::NeighborReport> {
     let db = ChunkDb::open(db_dir)?;
     let embeddings = Embeddings::open(&db)?;
     let mut index = RetrievalIndex::open(db_dir, None)?;
@@ -330,7 +387,9 @@ fn neighbors_stage(db_dir: &Path, options: &NeighborOptions, search: &SearchFlag
         index.set_search_params(params)?;
     }
     let progress = bar(db.n_chunks() as u64, "neighbors");
-    let report = query_neighbors(&db, &embeddings, &mut index, options, &|n| progress.inc(n as u64))?;
+    let report = query_neighbors(&db, &embeddings, &mut index, options, &|n| {
+        progress.inc(n as u64)
+    })?;
     progress.finish();
     Ok(report)
 }
@@ -361,7 +420,11 @@ fn build(args: BuildArgs) -> Result<()> {
         manifest.n_chunks_train,
         manifest.n_chunks_valid,
         index.factory,
-        if neighbors.complete { "" } else { "; neighbour blocks of other shards are still missing" }
+        if neighbors.complete {
+            ""
+        } else {
+            "; neighbour blocks of other shards are still missing"
+        }
     );
     print_report(args.json, &summary, &human)
 }
@@ -392,7 +455,11 @@ fn search(args: SearchArgs) -> Result<()> {
 fn show_neighbors(db_dir: &Path, chunk: usize, json: bool) -> Result<()> {
     let db = ChunkDb::open(db_dir)?;
     if chunk >= db.n_chunks() {
-        bail!("chunk {chunk} is out of range: {} has {} chunks", db_dir.display(), db.n_chunks());
+        bail!(
+            "chunk {chunk} is out of range: {} has {} chunks",
+            db_dir.display(),
+            db.n_chunks()
+        );
     }
     let tokenizer = db.tokenizer()?;
     let neighbors = Neighbors::open(&db)?;
@@ -400,13 +467,25 @@ fn show_neighbors(db_dir: &Path, chunk: usize, json: bool) -> Result<()> {
     let text = db.chunk_text(chunk, &tokenizer)?;
     let hits = neighbor_hits(&db, &tokenizer, &neighbors, chunk)?;
     if json {
-        let value = serde_json::json!({"chunk": chunk, "doc": doc, "text": text, "neighbors": hits});
+        let value =
+            serde_json::json!({"chunk": chunk, "doc": doc, "text": text, "neighbors": hits});
         println!("{value}");
         return Ok(());
     }
-    println!("chunk {chunk} · {}\n   {}\n", db.doc_info(doc).title.unwrap_or_default(), text.replace('\n', " "));
+    println!(
+        "chunk {chunk} · {}\n   {}\n",
+        db.doc_info(doc).title.unwrap_or_default(),
+        text.replace('\n', " ")
+    );
     for (rank, hit) in hits.iter().enumerate() {
-        println!("{}. [{:.3}] chunk {} · {}\n   {}\n", rank + 1, hit.score, hit.chunk, db.doc_info(hit.doc).title.unwrap_or_default(), hit.text.replace('\n', " "));
+        println!(
+            "{}. [{:.3}] chunk {} · {}\n   {}\n",
+            rank + 1,
+            hit.score,
+            hit.chunk,
+            db.doc_info(hit.doc).title.unwrap_or_default(),
+            hit.text.replace('\n', " ")
+        );
     }
     Ok(())
 }

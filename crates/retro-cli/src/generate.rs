@@ -10,8 +10,8 @@ use retro_model::candle_core::Device;
 use retro_model::retro_config::is_retro_checkpoint;
 use retro_model::retro_weights::source_dir;
 use retro_model::{
-    generate, generate_plain, pad_tokens, GenerateOptions, Generation, Llama, Mode, Neighbor, Retriever, RetroModel,
-    RetroWeights, SamplingOptions, Weights,
+    generate, generate_plain, pad_tokens, GenerateOptions, Generation, Llama, Mode, Neighbor,
+    Retriever, RetroModel, RetroWeights, SamplingOptions, Weights,
 };
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -69,12 +69,21 @@ enum Loaded {
 }
 
 pub fn run(a: GenerateArgs) -> Result<()> {
-    let sampling = SamplingOptions { temperature: a.temperature, top_k: a.top_k, top_p: a.top_p, seed: a.seed };
+    let sampling = SamplingOptions {
+        temperature: a.temperature,
+        top_k: a.top_k,
+        top_p: a.top_p,
+        seed: a.seed,
+    };
     sampling.validate()?;
     let device = Device::Cpu;
     let (model, tokenizer_dir) = load_model(&a.model, &device)?;
-    let tokenizer = GptTokenizer::load(&tokenizer_dir, None)
-        .with_context(|| format!("cannot load the model's tokenizer from {}", tokenizer_dir.display()))?;
+    let tokenizer = GptTokenizer::load(&tokenizer_dir, None).with_context(|| {
+        format!(
+            "cannot load the model's tokenizer from {}",
+            tokenizer_dir.display()
+        )
+    })?;
     let prompt_text = match a.template {
         Template::None => a.prompt.clone(),
         Template::Chatml => {
@@ -83,16 +92,28 @@ pub fn run(a: GenerateArgs) -> Result<()> {
                     bail!("--template chatml: the model's tokenizer has no {marker} token");
                 }
             }
-            format!("<|im_start|>user\n{}<|im_end|>\n<|im_start|>assistant\n", a.prompt)
+            format!(
+                "<|im_start|>user\n{}<|im_end|>\n<|im_start|>assistant\n",
+                a.prompt
+            )
         }
     };
     let prompt = tokenizer.encode(&prompt_text)?;
     if prompt.is_empty() {
         bail!("the prompt is empty");
     }
-    let opts = GenerateOptions { max_new: a.max_new, sampling, stop: stop_tokens(&tokenizer, &tokenizer_dir) };
+    let opts = GenerateOptions {
+        max_new: a.max_new,
+        sampling,
+        stop: stop_tokens(&tokenizer, &tokenizer_dir),
+    };
 
-    let mut printer = Printer { tokenizer: &tokenizer, tokens: Vec::new(), printed: String::new(), enabled: !a.json };
+    let mut printer = Printer {
+        tokenizer: &tokenizer,
+        tokens: Vec::new(),
+        printed: String::new(),
+        enabled: !a.json,
+    };
     let mut on_token = |t: u32| printer.push(t);
     let generation = match (&model, &a.db, a.no_retrieval) {
         (Loaded::Gpt(_), Some(_), false) => {
@@ -101,16 +122,29 @@ pub fn run(a: GenerateArgs) -> Result<()> {
                 a.model.display()
             )
         }
-        (Loaded::Gpt(gpt), _, _) => {
-            Generation { tokens: generate_plain(gpt, &prompt, &opts, &mut on_token)?, retrievals: Vec::new() }
+        (Loaded::Gpt(gpt), _, _) => Generation {
+            tokens: generate_plain(gpt, &prompt, &opts, &mut on_token)?,
+            retrievals: Vec::new(),
+        },
+        (Loaded::Retro(retro), _, true) => {
+            generate(retro, &prompt, None, &opts, Mode::Cached, &mut on_token)?
         }
-        (Loaded::Retro(retro), _, true) => generate(retro, &prompt, None, &opts, Mode::Cached, &mut on_token)?,
         (Loaded::Retro(_), None, false) => {
-            bail!("{} is a Retro checkpoint: pass --db DB to retrieve, or --no-retrieval", a.model.display())
+            bail!(
+                "{} is a Retro checkpoint: pass --db DB to retrieve, or --no-retrieval",
+                a.model.display()
+            )
         }
         (Loaded::Retro(retro), Some(db_dir), false) => {
             let mut retriever = DbRetriever::open(db_dir, &tokenizer, retro)?;
-            generate(retro, &prompt, Some(&mut retriever), &opts, Mode::Cached, &mut on_token)?
+            generate(
+                retro,
+                &prompt,
+                Some(&mut retriever),
+                &opts,
+                Mode::Cached,
+                &mut on_token,
+            )?
         }
     };
     let text = tokenizer.decode(&generation.tokens)?;
@@ -141,7 +175,8 @@ fn load_model(path: &Path, device: &Device) -> Result<(Loaded, PathBuf)> {
             .with_context(|| format!("cannot load the Retro checkpoint {}", path.display()))?;
         return Ok((Loaded::Retro(Box::new(w.build()?)), path.to_path_buf()));
     }
-    let w = Weights::load(path, device).with_context(|| format!("cannot load the model {}", path.display()))?;
+    let w = Weights::load(path, device)
+        .with_context(|| format!("cannot load the model {}", path.display()))?;
     let dir = source_dir(&w.source).unwrap_or_else(|| path.to_path_buf());
     Ok((Loaded::Gpt(Box::new(w.build()?)), dir))
 }
@@ -161,7 +196,9 @@ fn stop_tokens(tokenizer: &GptTokenizer, dir: &Path) -> Vec<u32> {
         let c = c.get("decoder").cloned().unwrap_or(c);
         match c.get("eos_token_id") {
             Some(serde_json::Value::Number(n)) => stop.extend(n.as_u64().map(|i| i as u32)),
-            Some(serde_json::Value::Array(a)) => stop.extend(a.iter().filter_map(|v| v.as_u64()).map(|i| i as u32)),
+            Some(serde_json::Value::Array(a)) => {
+                stop.extend(a.iter().filter_map(|v| v.as_u64()).map(|i| i as u32))
+            }
             _ => {}
         }
     }
@@ -186,7 +223,10 @@ impl Printer<'_> {
         }
         self.tokens.push(token);
         let text = self.tokenizer.decode(&self.tokens)?;
-        if !text.ends_with('\u{FFFD}') && text.starts_with(&self.printed) && text.len() > self.printed.len() {
+        if !text.ends_with('\u{FFFD}')
+            && text.starts_with(&self.printed)
+            && text.len() > self.printed.len()
+        {
             write_out(&text[self.printed.len()..])?;
             self.printed = text;
         }
@@ -253,7 +293,12 @@ impl Retriever for DbRetriever {
                     tokens.extend(chunks.chunk_tokens(next));
                 }
                 let text = self.db.tokenizer.decode(&tokens)?;
-                Ok(Neighbor { tokens: pad_tokens(tokens, retrieved_len, pad), chunk: hit.chunk, doc: hit.doc, text })
+                Ok(Neighbor {
+                    tokens: pad_tokens(tokens, retrieved_len, pad),
+                    chunk: hit.chunk,
+                    doc: hit.doc,
+                    text,
+                })
             })
             .collect()
     }

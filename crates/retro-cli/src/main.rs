@@ -53,7 +53,13 @@ fn main() -> ExitCode {
         Err(err) => {
             // Keep usage errors to one line too; `--help` has the rest.
             let rendered = err.render().to_string();
-            eprintln!("{} (see --help)", rendered.lines().next().unwrap_or("error: invalid arguments"));
+            eprintln!(
+                "{} (see --help)",
+                rendered
+                    .lines()
+                    .next()
+                    .unwrap_or("error: invalid arguments")
+            );
             return ExitCode::from(2);
         }
     };
@@ -61,7 +67,9 @@ fn main() -> ExitCode {
         // Read by candle's matrix multiply (rayon) and by Faiss (OpenMP) when they first start threads.
         std::env::set_var("RAYON_NUM_THREADS", threads.to_string());
         std::env::set_var("OMP_NUM_THREADS", threads.to_string());
-        let _ = rayon::ThreadPoolBuilder::new().num_threads(threads).build_global();
+        let _ = rayon::ThreadPoolBuilder::new()
+            .num_threads(threads)
+            .build_global();
     }
     let level = match cli.verbose {
         0 => "warn",
@@ -69,7 +77,9 @@ fn main() -> ExitCode {
         _ => "debug",
     };
     tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| level.into()))
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| level.into()),
+        )
         .with_writer(std::io::stderr)
         .init();
     let result = match cli.command {

@@ -4,7 +4,8 @@ use anyhow::{bail, Context, Result};
 use clap::{Args, Subcommand, ValueEnum};
 use retro_model::retro_config::is_retro_checkpoint;
 use retro_model::retro_weights::{
-    copy_tokenizer_files, decoder_info, retro_checkpoint_info, source_dir, ModelInfo, CONFIG_FILE, WEIGHTS_FILE,
+    copy_tokenizer_files, decoder_info, retro_checkpoint_info, source_dir, ModelInfo, CONFIG_FILE,
+    WEIGHTS_FILE,
 };
 use retro_model::{retrofit, CcaInit, RetroInit, RetroOptions, Weights};
 use std::path::{Path, PathBuf};
@@ -89,11 +90,15 @@ fn run_retrofit(a: RetrofitArgs) -> Result<()> {
                 .next()
                 .is_none();
         if !empty {
-            bail!("{} already exists and is not an empty directory", a.out.display());
+            bail!(
+                "{} already exists and is not an empty directory",
+                a.out.display()
+            );
         }
     }
     let device = retro_model::candle_core::Device::Cpu;
-    let gpt = Weights::load(&a.from, &device).with_context(|| format!("cannot load the GPT {}", a.from.display()))?;
+    let gpt = Weights::load(&a.from, &device)
+        .with_context(|| format!("cannot load the GPT {}", a.from.display()))?;
     let opts = RetroOptions {
         chunk_len: a.chunk_len,
         num_neighbors: a.neighbors,
@@ -110,7 +115,8 @@ fn run_retrofit(a: RetrofitArgs) -> Result<()> {
             CcaInitArg::Zero => CcaInit::Zero,
         },
     };
-    let rw = retrofit(&gpt, &opts, &init).with_context(|| format!("cannot retro-fit {}", a.from.display()))?;
+    let rw = retrofit(&gpt, &opts, &init)
+        .with_context(|| format!("cannot retro-fit {}", a.from.display()))?;
     rw.save(&a.out)?;
     let copied = match source_dir(&gpt.source) {
         Some(dir) => copy_tokenizer_files(&dir, &a.out)?,
@@ -158,12 +164,20 @@ fn run_info(a: InfoArgs) -> Result<()> {
         info.num_attention_heads,
         info.num_key_value_heads,
         info.vocab_size,
-        if info.tie_word_embeddings { "tied" } else { "untied" }
+        if info.tie_word_embeddings {
+            "tied"
+        } else {
+            "untied"
+        }
     ));
     if info.retro_layer_numbers.is_empty() {
         line("retro layers      none (plain decoder)".to_string());
     } else {
-        let layers: Vec<String> = info.retro_layer_numbers.iter().map(|l| l.to_string()).collect();
+        let layers: Vec<String> = info
+            .retro_layer_numbers
+            .iter()
+            .map(|l| l.to_string())
+            .collect();
         line(format!("retro layers      {} (1-based)", layers.join(", ")));
         line(format!(
             "retrieval         chunk {} tokens, {} neighbours of {} tokens, {} encoder layers, gate {}",
@@ -246,8 +260,13 @@ mod tests {
         let w = retro_model::tiny::random_weights(&cfg, 1, &Device::Cpu).unwrap();
         let src = tmp.path().join("gpt");
         std::fs::create_dir_all(&src).unwrap();
-        std::fs::write(src.join("config.json"), serde_json::to_string(&w.config).unwrap()).unwrap();
-        retro_model::candle_core::safetensors::save(&w.tensors, src.join("model.safetensors")).unwrap();
+        std::fs::write(
+            src.join("config.json"),
+            serde_json::to_string(&w.config).unwrap(),
+        )
+        .unwrap();
+        retro_model::candle_core::safetensors::save(&w.tensors, src.join("model.safetensors"))
+            .unwrap();
         std::fs::write(src.join("tokenizer.json"), "{}").unwrap();
 
         let out = tmp.path().join("retro");
@@ -264,7 +283,15 @@ mod tests {
         assert!(info.parameters.encoder > 0);
         let back = retro_model::RetroWeights::load(&out, &Device::Cpu).unwrap();
         let o = &back.tensors["model.layers.1.cross_attn.o_proj.weight"];
-        assert_eq!(o.abs().unwrap().sum_all().unwrap().to_scalar::<f32>().unwrap(), 0.0);
+        assert_eq!(
+            o.abs()
+                .unwrap()
+                .sum_all()
+                .unwrap()
+                .to_scalar::<f32>()
+                .unwrap(),
+            0.0
+        );
 
         let plain = describe(&src).unwrap();
         assert!(plain.retro_layer_numbers.is_empty());
@@ -272,12 +299,18 @@ mod tests {
         assert_eq!(plain.dtypes, vec!["F32".to_string()]);
         assert_eq!(info.dtypes, vec!["F32".to_string()]);
 
-        let e = format!("{:#}", run_retrofit(args(&src, &out, CcaInitArg::Random)).unwrap_err());
+        let e = format!(
+            "{:#}",
+            run_retrofit(args(&src, &out, CcaInitArg::Random)).unwrap_err()
+        );
         assert!(e.contains("already exists"), "{e}");
         let mut bad = args(&src, &tmp.path().join("bad"), CcaInitArg::Random);
         bad.retro_layers = Some(vec![4]);
         let e = format!("{:#}", run_retrofit(bad).unwrap_err());
-        assert!(e.contains("Retro layer 4 is outside 1..=3") && !e.contains('\n'), "{e}");
+        assert!(
+            e.contains("Retro layer 4 is outside 1..=3") && !e.contains('\n'),
+            "{e}"
+        );
     }
 
     #[test]

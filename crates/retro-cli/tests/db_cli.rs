@@ -10,12 +10,24 @@ use std::process::{Command, Output};
 use std::sync::OnceLock;
 
 /// Well-known articles that plain questions must find (see `search_finds_the_obvious_article`).
-const KNOWN_TITLES: [&str; 8] =
-    ["Albert Einstein", "Paris", "Jupiter", "Mount Everest", "Photosynthesis", "William Shakespeare", "DNA", "Amazon River"];
+const KNOWN_TITLES: [&str; 8] = [
+    "Albert Einstein",
+    "Paris",
+    "Jupiter",
+    "Mount Everest",
+    "Photosynthesis",
+    "William Shakespeare",
+    "DNA",
+    "Amazon River",
+];
 
 fn shared_data() -> PathBuf {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../shared/data");
-    assert!(dir.join("MANIFEST.md").is_file(), "{}: shared assets missing (see README)", dir.display());
+    assert!(
+        dir.join("MANIFEST.md").is_file(),
+        "{}: shared assets missing (see README)",
+        dir.display()
+    );
     dir
 }
 
@@ -44,12 +56,20 @@ fn write_corpus(path: &Path, n_other: usize) {
 }
 
 fn retro(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_retro")).args(args).args(["--threads", "2"]).output().unwrap()
+    Command::new(env!("CARGO_BIN_EXE_retro"))
+        .args(args)
+        .args(["--threads", "2"])
+        .output()
+        .unwrap()
 }
 
 fn ok(args: &[&str]) -> String {
     let out = retro(args);
-    assert!(out.status.success(), "retro {args:?} failed: {}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "retro {args:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     String::from_utf8(out.stdout).unwrap()
 }
 
@@ -57,11 +77,21 @@ fn ok(args: &[&str]) -> String {
 fn fails(args: &[&str], expected: &str) {
     let out = retro(args);
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(2), "retro {args:?} should fail; stderr: {stderr}");
-    assert!(!stderr.contains("panicked"), "retro {args:?} panicked: {stderr}");
+    assert_eq!(
+        out.status.code(),
+        Some(2),
+        "retro {args:?} should fail; stderr: {stderr}"
+    );
+    assert!(
+        !stderr.contains("panicked"),
+        "retro {args:?} panicked: {stderr}"
+    );
     let lines: Vec<&str> = stderr.lines().filter(|l| !l.trim().is_empty()).collect();
     assert_eq!(lines.len(), 1, "one-line error expected, got: {stderr}");
-    assert!(lines[0].starts_with("error: ") && lines[0].contains(expected), "expected {expected:?} in: {stderr}");
+    assert!(
+        lines[0].starts_with("error: ") && lines[0].contains(expected),
+        "expected {expected:?} in: {stderr}"
+    );
 }
 
 fn p(path: &Path) -> &str {
@@ -69,9 +99,20 @@ fn p(path: &Path) -> &str {
 }
 
 fn build_args<'a>(corpus: &'a Path, out: &'a Path, extra: &[&'a str]) -> Vec<String> {
-    let mut args: Vec<String> = vec!["db".into(), "build".into(), "--corpus".into(), p(corpus).into(), "--tokenizer".into()];
+    let mut args: Vec<String> = vec![
+        "db".into(),
+        "build".into(),
+        "--corpus".into(),
+        p(corpus).into(),
+        "--tokenizer".into(),
+    ];
     args.push(p(&tokenizer_path()).into());
-    args.extend(["--embedder".into(), p(&embedder_path()).into(), "--out".into(), p(out).into()]);
+    args.extend([
+        "--embedder".into(),
+        p(&embedder_path()).into(),
+        "--out".into(),
+        p(out).into(),
+    ]);
     args.extend(["--valid-fraction".into(), "0.05".into()]);
     if !extra.contains(&"--block-size") {
         args.extend(["--block-size".into(), "128".into()]);
@@ -89,7 +130,9 @@ fn shared_db() -> &'static Path {
         write_corpus(&corpus, 292);
         let db = dir.path().join("db");
         let args = build_args(&corpus, &db, &["--json"]);
-        let summary: serde_json::Value = serde_json::from_str(&ok(&args.iter().map(String::as_str).collect::<Vec<_>>())).unwrap();
+        let summary: serde_json::Value =
+            serde_json::from_str(&ok(&args.iter().map(String::as_str).collect::<Vec<_>>()))
+                .unwrap();
         assert_eq!(summary["complete"], true);
         (dir, db)
     })
@@ -99,15 +142,36 @@ fn shared_db() -> &'static Path {
 #[test]
 fn stats_report_counts_and_recall() {
     let db = shared_db();
-    let stats: serde_json::Value = serde_json::from_str(&ok(&["db", "stats", p(db), "--json"])).unwrap();
-    for key in ["documents", "chunks", "chunks_train", "chunks_valid", "tokens", "index", "index_bytes", "bytes_per_chunk", "self_recall_at_2", "recall_at_10"] {
+    let stats: serde_json::Value =
+        serde_json::from_str(&ok(&["db", "stats", p(db), "--json"])).unwrap();
+    for key in [
+        "documents",
+        "chunks",
+        "chunks_train",
+        "chunks_valid",
+        "tokens",
+        "index",
+        "index_bytes",
+        "bytes_per_chunk",
+        "self_recall_at_2",
+        "recall_at_10",
+    ] {
         assert!(stats.get(key).is_some(), "missing {key} in {stats}");
     }
     assert_eq!(stats["documents"], 300);
-    assert_eq!(stats["index"], "Flat", "a 300-document corpus is too small for IVF: exact search");
+    assert_eq!(
+        stats["index"], "Flat",
+        "a 300-document corpus is too small for IVF: exact search"
+    );
     assert!(stats["chunks_valid"].as_u64().unwrap() > 0);
-    assert!(stats["self_recall_at_2"].as_f64().unwrap() >= 0.95, "{stats}");
-    assert!(stats["recall_at_10"].as_f64().unwrap() >= 0.99, "Flat is exact: {stats}");
+    assert!(
+        stats["self_recall_at_2"].as_f64().unwrap() >= 0.95,
+        "{stats}"
+    );
+    assert!(
+        stats["recall_at_10"].as_f64().unwrap() >= 0.99,
+        "Flat is exact: {stats}"
+    );
 }
 
 #[test]
@@ -128,8 +192,15 @@ fn valid_chunks_are_never_retrievable_and_neighbors_skip_own_document() {
                 assert!(ids[j..].iter().all(|&i| i == -1), "padding comes last");
                 break;
             }
-            assert_ne!(db.chunk_info(id as usize).doc, own_doc, "chunk {chunk}: neighbour from its own document");
-            assert!(!db.is_valid_chunk(id as usize), "chunk {chunk}: neighbour {id} is a validation chunk");
+            assert_ne!(
+                db.chunk_info(id as usize).doc,
+                own_doc,
+                "chunk {chunk}: neighbour from its own document"
+            );
+            assert!(
+                !db.is_valid_chunk(id as usize),
+                "chunk {chunk}: neighbour {id} is a validation chunk"
+            );
             if j > 0 {
                 assert!(scores[j] <= scores[j - 1] + 1e-6, "best first");
             }
@@ -148,7 +219,14 @@ fn valid_chunks_are_never_retrievable_and_neighbors_skip_own_document() {
         .map(|&c| c as usize)
         .filter(|&c| db.chunk_info(c).doc != db.chunk_info(chunk).doc)
         .max_by(|&a, &b| {
-            let score = |c: usize| embeddings.vector(c).iter().zip(&query).map(|(x, y)| x * y).sum::<f32>();
+            let score = |c: usize| {
+                embeddings
+                    .vector(c)
+                    .iter()
+                    .zip(&query)
+                    .map(|(x, y)| x * y)
+                    .sum::<f32>()
+            };
             score(a).total_cmp(&score(b))
         })
         .unwrap();
@@ -163,10 +241,15 @@ fn search_finds_the_obvious_article() {
         ("What is the capital city of France?", "Paris"),
         ("What is the largest planet in the Solar System?", "Jupiter"),
         ("What is the highest mountain on Earth?", "Mount Everest"),
-        ("How do plants turn sunlight into chemical energy?", "Photosynthesis"),
+        (
+            "How do plants turn sunlight into chemical energy?",
+            "Photosynthesis",
+        ),
         ("Who wrote Hamlet?", "William Shakespeare"),
     ] {
-        let hits: serde_json::Value = serde_json::from_str(&ok(&["db", "search", p(db), question, "-k", "3", "--json"])).unwrap();
+        let hits: serde_json::Value =
+            serde_json::from_str(&ok(&["db", "search", p(db), question, "-k", "3", "--json"]))
+                .unwrap();
         let hits = hits.as_array().unwrap();
         assert_eq!(hits.len(), 3);
         for key in ["chunk", "doc", "title", "score", "text"] {
@@ -179,7 +262,8 @@ fn search_finds_the_obvious_article() {
 #[test]
 fn neighbors_command_shows_chunk_and_continuations() {
     let db = shared_db();
-    let shown: serde_json::Value = serde_json::from_str(&ok(&["db", "neighbors", p(db), "5", "--json"])).unwrap();
+    let shown: serde_json::Value =
+        serde_json::from_str(&ok(&["db", "neighbors", p(db), "5", "--json"])).unwrap();
     assert_eq!(shown["chunk"], 5);
     let chunks = ChunkDb::open(db).unwrap();
     let tokenizer = chunks.tokenizer().unwrap();
@@ -190,7 +274,11 @@ fn neighbors_command_shows_chunk_and_continuations() {
         let id = n["chunk"].as_u64().unwrap() as usize;
         let mut tokens = chunks.chunk_tokens(id);
         if let Some(next) = chunks.continuation(id) {
-            assert_eq!(chunks.chunk_info(next).doc, chunks.chunk_info(id).doc, "continuation stays in the document");
+            assert_eq!(
+                chunks.chunk_info(next).doc,
+                chunks.chunk_info(id).doc,
+                "continuation stays in the document"
+            );
             tokens.extend(chunks.chunk_tokens(next));
         }
         assert_eq!(n["text"], tokenizer.decode(&tokens).unwrap());
@@ -228,37 +316,93 @@ fn kill_9_during_embedding_then_rerun_gives_identical_files() {
 
     let resumed = dir.path().join("resumed");
     let tokenizer = tokenizer_path();
-    let chunk_args: Vec<&str> = vec!["db", "chunk", "--corpus", p(&corpus), "--tokenizer", p(&tokenizer), "--out", p(&resumed), "--valid-fraction", "0.05"];
+    let chunk_args: Vec<&str> = vec![
+        "db",
+        "chunk",
+        "--corpus",
+        p(&corpus),
+        "--tokenizer",
+        p(&tokenizer),
+        "--out",
+        p(&resumed),
+        "--valid-fraction",
+        "0.05",
+    ];
     ok(&chunk_args);
     let embedder = embedder_path();
     let mut child = Command::new(env!("CARGO_BIN_EXE_retro"))
-        .args(["db", "embed", p(&resumed), "--embedder", p(&embedder), "--block-size", "32", "--threads", "2"])
+        .args([
+            "db",
+            "embed",
+            p(&resumed),
+            "--embedder",
+            p(&embedder),
+            "--block-size",
+            "32",
+            "--threads",
+            "2",
+        ])
         .spawn()
         .unwrap();
     let blocks_dir = resumed.join("embeddings");
     let started = std::time::Instant::now();
     loop {
-        let n_blocks = std::fs::read_dir(&blocks_dir).map(|d| d.filter(|e| e.as_ref().unwrap().path().extension().is_some_and(|x| x == "bin")).count()).unwrap_or(0);
+        let n_blocks = std::fs::read_dir(&blocks_dir)
+            .map(|d| {
+                d.filter(|e| {
+                    e.as_ref()
+                        .unwrap()
+                        .path()
+                        .extension()
+                        .is_some_and(|x| x == "bin")
+                })
+                .count()
+            })
+            .unwrap_or(0);
         if n_blocks >= 2 {
             break;
         }
-        assert!(started.elapsed().as_secs() < 300, "embedding made no progress");
-        assert!(child.try_wait().unwrap().is_none(), "embedding finished before it could be killed; use more documents");
+        assert!(
+            started.elapsed().as_secs() < 300,
+            "embedding made no progress"
+        );
+        assert!(
+            child.try_wait().unwrap().is_none(),
+            "embedding finished before it could be killed; use more documents"
+        );
         std::thread::sleep(std::time::Duration::from_millis(20));
     }
     child.kill().unwrap(); // SIGKILL
     child.wait().unwrap();
-    let done_before: usize = std::fs::read_dir(&blocks_dir).unwrap().filter(|e| e.as_ref().unwrap().path().extension().is_some_and(|x| x == "bin")).count();
+    let done_before: usize = std::fs::read_dir(&blocks_dir)
+        .unwrap()
+        .filter(|e| {
+            e.as_ref()
+                .unwrap()
+                .path()
+                .extension()
+                .is_some_and(|x| x == "bin")
+        })
+        .count();
     let total_blocks = ChunkDb::open(&resumed).unwrap().n_chunks().div_ceil(32);
-    assert!(done_before < total_blocks, "killed before the end ({done_before} of {total_blocks})");
+    assert!(
+        done_before < total_blocks,
+        "killed before the end ({done_before} of {total_blocks})"
+    );
 
     let args = build_args(&corpus, &resumed, &["--block-size", "32"]);
     ok(&args.iter().map(String::as_str).collect::<Vec<_>>());
     let a = list_files(&reference);
     let b = list_files(&resumed);
-    assert_eq!(a.iter().map(|f| &f.0).collect::<Vec<_>>(), b.iter().map(|f| &f.0).collect::<Vec<_>>());
+    assert_eq!(
+        a.iter().map(|f| &f.0).collect::<Vec<_>>(),
+        b.iter().map(|f| &f.0).collect::<Vec<_>>()
+    );
     for ((name, x), (_, y)) in a.iter().zip(&b) {
-        assert!(x == y, "{name} differs between the uninterrupted and the resumed build");
+        assert!(
+            x == y,
+            "{name} differs between the uninterrupted and the resumed build"
+        );
     }
 }
 
@@ -268,17 +412,48 @@ fn shards_split_the_work_and_a_plain_run_finishes_it() {
     let corpus = dir.path().join("wiki.jsonl");
     write_corpus(&corpus, 40);
     let db = dir.path().join("db");
-    let args = build_args(&corpus, &db, &["--block-size", "16", "--shard", "0/2", "--json"]);
-    let summary: serde_json::Value = serde_json::from_str(&ok(&args.iter().map(String::as_str).collect::<Vec<_>>())).unwrap();
+    let args = build_args(
+        &corpus,
+        &db,
+        &["--block-size", "16", "--shard", "0/2", "--json"],
+    );
+    let summary: serde_json::Value =
+        serde_json::from_str(&ok(&args.iter().map(String::as_str).collect::<Vec<_>>())).unwrap();
     assert_eq!(summary["complete"], false, "{summary}");
-    let blocks = |dir: &Path| std::fs::read_dir(dir.join("embeddings")).unwrap().filter(|e| e.as_ref().unwrap().path().extension().is_some_and(|x| x == "bin")).count();
+    let blocks = |dir: &Path| {
+        std::fs::read_dir(dir.join("embeddings"))
+            .unwrap()
+            .filter(|e| {
+                e.as_ref()
+                    .unwrap()
+                    .path()
+                    .extension()
+                    .is_some_and(|x| x == "bin")
+            })
+            .count()
+    };
     let n_chunks = ChunkDb::open(&db).unwrap().n_chunks();
-    assert_eq!(blocks(&db), n_chunks.div_ceil(16).div_ceil(2), "shard 0/2 did every other block");
+    assert_eq!(
+        blocks(&db),
+        n_chunks.div_ceil(16).div_ceil(2),
+        "shard 0/2 did every other block"
+    );
     let embedder = embedder_path();
-    ok(&["db", "embed", p(&db), "--embedder", p(&embedder), "--block-size", "16", "--shard", "1/2"]);
+    ok(&[
+        "db",
+        "embed",
+        p(&db),
+        "--embedder",
+        p(&embedder),
+        "--block-size",
+        "16",
+        "--shard",
+        "1/2",
+    ]);
     assert_eq!(blocks(&db), n_chunks.div_ceil(16));
     let args = build_args(&corpus, &db, &["--block-size", "16", "--json"]);
-    let summary: serde_json::Value = serde_json::from_str(&ok(&args.iter().map(String::as_str).collect::<Vec<_>>())).unwrap();
+    let summary: serde_json::Value =
+        serde_json::from_str(&ok(&args.iter().map(String::as_str).collect::<Vec<_>>())).unwrap();
     assert_eq!(summary["complete"], true, "{summary}");
 }
 
@@ -288,15 +463,29 @@ fn ivf_factory_strings_work_on_small_corpora() {
     let corpus = dir.path().join("wiki.jsonl");
     write_corpus(&corpus, 150);
     let db = dir.path().join("db");
-    let args = build_args(&corpus, &db, &["--index", "IVF8_HNSW32,Flat", "--nprobe", "8"]);
+    let args = build_args(
+        &corpus,
+        &db,
+        &["--index", "IVF8_HNSW32,Flat", "--nprobe", "8"],
+    );
     ok(&args.iter().map(String::as_str).collect::<Vec<_>>());
-    let stats: serde_json::Value = serde_json::from_str(&ok(&["db", "stats", p(&db), "--json"])).unwrap();
+    let stats: serde_json::Value =
+        serde_json::from_str(&ok(&["db", "stats", p(&db), "--json"])).unwrap();
     assert_eq!(stats["index"], "IVF8_HNSW32,Flat");
     assert_eq!(stats["nprobe"], 8);
-    assert!(stats["self_recall_at_2"].as_f64().unwrap() >= 0.95, "{stats}");
+    assert!(
+        stats["self_recall_at_2"].as_f64().unwrap() >= 0.95,
+        "{stats}"
+    );
     // A factory string Faiss rejects, and one too big for the corpus, are clear errors.
-    fails(&["db", "index", p(&db), "--index", "NotAnIndex42"], "NotAnIndex42");
-    fails(&["db", "index", p(&db), "--index", "IVF100000,Flat"], "IVF lists need at least");
+    fails(
+        &["db", "index", p(&db), "--index", "NotAnIndex42"],
+        "NotAnIndex42",
+    );
+    fails(
+        &["db", "index", p(&db), "--index", "IVF100000,Flat"],
+        "IVF lists need at least",
+    );
 }
 
 #[test]
@@ -305,15 +494,75 @@ fn bad_input_gives_one_line_errors() {
     let tmp = |name: &str| dir.path().join(name);
     let tok = tokenizer_path();
     let emb = embedder_path();
-    fails(&["db", "chunk", "--corpus", p(&tmp("nope.jsonl")), "--tokenizer", p(&tok), "--out", p(&tmp("o1"))], "nope.jsonl: no such file");
+    fails(
+        &[
+            "db",
+            "chunk",
+            "--corpus",
+            p(&tmp("nope.jsonl")),
+            "--tokenizer",
+            p(&tok),
+            "--out",
+            p(&tmp("o1")),
+        ],
+        "nope.jsonl: no such file",
+    );
     std::fs::write(tmp("empty.jsonl"), "").unwrap();
-    fails(&["db", "chunk", "--corpus", p(&tmp("empty.jsonl")), "--tokenizer", p(&tok), "--out", p(&tmp("o2"))], "empty corpus");
+    fails(
+        &[
+            "db",
+            "chunk",
+            "--corpus",
+            p(&tmp("empty.jsonl")),
+            "--tokenizer",
+            p(&tok),
+            "--out",
+            p(&tmp("o2")),
+        ],
+        "empty corpus",
+    );
     std::fs::write(tmp("bad.jsonl"), "{\"text\": \"ok\"}\n{\"text\": \n").unwrap();
-    fails(&["db", "chunk", "--corpus", p(&tmp("bad.jsonl")), "--tokenizer", p(&tok), "--out", p(&tmp("o3"))], "bad.jsonl:2");
+    fails(
+        &[
+            "db",
+            "chunk",
+            "--corpus",
+            p(&tmp("bad.jsonl")),
+            "--tokenizer",
+            p(&tok),
+            "--out",
+            p(&tmp("o3")),
+        ],
+        "bad.jsonl:2",
+    );
     assert!(!tmp("o3").join("db.json").exists());
     std::fs::write(tmp("notext.jsonl"), "{\"body\": \"x\"}\n").unwrap();
-    fails(&["db", "chunk", "--corpus", p(&tmp("notext.jsonl")), "--tokenizer", p(&tok), "--out", p(&tmp("o4"))], "no field \"text\"");
-    fails(&["db", "chunk", "--corpus", p(&tmp("notext.jsonl")), "--tokenizer", p(&tmp("missing-tokenizer.json")), "--out", p(&tmp("o5"))], "missing-tokenizer.json");
+    fails(
+        &[
+            "db",
+            "chunk",
+            "--corpus",
+            p(&tmp("notext.jsonl")),
+            "--tokenizer",
+            p(&tok),
+            "--out",
+            p(&tmp("o4")),
+        ],
+        "no field \"text\"",
+    );
+    fails(
+        &[
+            "db",
+            "chunk",
+            "--corpus",
+            p(&tmp("notext.jsonl")),
+            "--tokenizer",
+            p(&tmp("missing-tokenizer.json")),
+            "--out",
+            p(&tmp("o5")),
+        ],
+        "missing-tokenizer.json",
+    );
 
     // A small finished DB to break in various ways.
     let corpus = tmp("wiki.jsonl");
@@ -323,15 +572,44 @@ fn bad_input_gives_one_line_errors() {
     ok(&args.iter().map(String::as_str).collect::<Vec<_>>());
     let empty_model = tmp("empty-model");
     std::fs::create_dir(&empty_model).unwrap();
-    fails(&["db", "embed", p(&db), "--embedder", p(&empty_model)], "config.json: missing");
-    fails(&["db", "embed", p(&db), "--embedder", p(&emb), "--shard", "2/2"], "out of range");
-    fails(&["db", "embed", p(&db), "--embedder", p(&emb), "--shard", "x"], "expected I/N");
+    fails(
+        &["db", "embed", p(&db), "--embedder", p(&empty_model)],
+        "config.json: missing",
+    );
+    fails(
+        &[
+            "db",
+            "embed",
+            p(&db),
+            "--embedder",
+            p(&emb),
+            "--shard",
+            "2/2",
+        ],
+        "out of range",
+    );
+    fails(
+        &["db", "embed", p(&db), "--embedder", p(&emb), "--shard", "x"],
+        "expected I/N",
+    );
     // Rebuilding the DB directory with another tokenizer.
     fails(
-        &["db", "chunk", "--corpus", p(&corpus), "--tokenizer", p(&emb.join("tokenizer.json")), "--out", p(&db)],
+        &[
+            "db",
+            "chunk",
+            "--corpus",
+            p(&corpus),
+            "--tokenizer",
+            p(&emb.join("tokenizer.json")),
+            "--out",
+            p(&db),
+        ],
         "does not match",
     );
-    fails(&["db", "stats", p(&tmp("no-such-db"))], "no such DB directory");
+    fails(
+        &["db", "stats", p(&tmp("no-such-db"))],
+        "no such DB directory",
+    );
 
     // A truncated array file, a foreign index file.
     let tokens = db.join("chunk-tokens.bin");
@@ -341,5 +619,8 @@ fn bad_input_gives_one_line_errors() {
     std::fs::write(&tokens, &bytes).unwrap();
     let index = db.join("index/index.faissindex");
     std::fs::write(&index, b"this is not a faiss index").unwrap();
-    fails(&["db", "search", p(&db), "anything"], "not a readable Faiss index");
+    fails(
+        &["db", "search", p(&db), "anything"],
+        "not a readable Faiss index",
+    );
 }

@@ -91,12 +91,20 @@ unsafe impl Element for u64 {
 
 fn as_bytes<T: Element>(values: &[T]) -> &[u8] {
     // Safety: `Element` types are plain old data without padding.
-    unsafe { std::slice::from_raw_parts(values.as_ptr() as *const u8, std::mem::size_of_val(values)) }
+    unsafe {
+        std::slice::from_raw_parts(values.as_ptr() as *const u8, std::mem::size_of_val(values))
+    }
 }
 
 fn header(kind: &str, dtype: DType, shape: &[usize]) -> [u8; HEADER_BYTES] {
-    assert!(!shape.is_empty() && shape.len() <= 4, "array files have 1 to 4 dimensions");
-    assert!(kind.len() <= KIND_BYTES && kind.is_ascii(), "array kind must be short ASCII");
+    assert!(
+        !shape.is_empty() && shape.len() <= 4,
+        "array files have 1 to 4 dimensions"
+    );
+    assert!(
+        kind.len() <= KIND_BYTES && kind.is_ascii(),
+        "array kind must be short ASCII"
+    );
     let mut h = [0u8; HEADER_BYTES];
     h[0..8].copy_from_slice(MAGIC);
     h[8..12].copy_from_slice(&FORMAT_VERSION.to_le_bytes());
@@ -111,8 +119,17 @@ fn header(kind: &str, dtype: DType, shape: &[usize]) -> [u8; HEADER_BYTES] {
 }
 
 /// Writes a whole array atomically.
-pub fn write_array<T: Element>(path: &Path, kind: &str, shape: &[usize], values: &[T]) -> Result<()> {
-    assert_eq!(shape.iter().product::<usize>(), values.len(), "shape does not match values");
+pub fn write_array<T: Element>(
+    path: &Path,
+    kind: &str,
+    shape: &[usize],
+    values: &[T],
+) -> Result<()> {
+    assert_eq!(
+        shape.iter().product::<usize>(),
+        values.len(),
+        "shape does not match values"
+    );
     let mut writer = ArrayWriter::<T>::create(path, kind, &shape[1..])?;
     writer.push(values)?;
     writer.finish()
@@ -136,7 +153,8 @@ impl<T: Element> ArrayWriter<T> {
     /// `row_shape` is the shape of one row (empty for a 1-d array).
     pub fn create(path: &Path, kind: &str, row_shape: &[usize]) -> Result<Self> {
         let tmp = temporary_path(path);
-        let file = File::create(&tmp).with_context(|| format!("{}: cannot create", tmp.display()))?;
+        let file =
+            File::create(&tmp).with_context(|| format!("{}: cannot create", tmp.display()))?;
         let mut out = BufWriter::with_capacity(1 << 20, file);
         let mut shape = vec![0];
         shape.extend_from_slice(row_shape);
@@ -154,7 +172,12 @@ impl<T: Element> ArrayWriter<T> {
 
     /// Appends whole rows (`values.len()` must be a multiple of the row length).
     pub fn push(&mut self, values: &[T]) -> Result<()> {
-        assert_eq!(values.len() % self.row_len.max(1), 0, "partial row pushed to {}", self.path.display());
+        assert_eq!(
+            values.len() % self.row_len.max(1),
+            0,
+            "partial row pushed to {}",
+            self.path.display()
+        );
         self.out
             .write_all(as_bytes(values))
             .with_context(|| format!("{}: write failed", temporary_path(&self.path).display()))?;
@@ -193,9 +216,15 @@ impl<T: Element> Array<T> {
     pub fn open(path: &Path, kind: &str) -> Result<Self> {
         let file = File::open(path).with_context(|| format!("{}: cannot open", path.display()))?;
         // Safety: the file is opened read-only and our writers only ever replace files by rename.
-        let mmap = unsafe { Mmap::map(&file) }.with_context(|| format!("{}: cannot map", path.display()))?;
+        let mmap = unsafe { Mmap::map(&file) }
+            .with_context(|| format!("{}: cannot map", path.display()))?;
         let shape = check_header(&mmap, path, kind, T::DTYPE)?;
-        Ok(Self { mmap, shape, path: path.to_path_buf(), _marker: PhantomData })
+        Ok(Self {
+            mmap,
+            shape,
+            path: path.to_path_buf(),
+            _marker: PhantomData,
+        })
     }
 
     pub fn shape(&self) -> &[usize] {
@@ -245,7 +274,9 @@ fn check_header(bytes: &[u8], path: &Path, kind: &str, dtype: DType) -> Result<V
     if version != FORMAT_VERSION {
         bail!("{name}: array format version {version}, this build reads version {FORMAT_VERSION}; rebuild the file with this version of retro");
     }
-    let found_kind = String::from_utf8_lossy(&bytes[56..56 + KIND_BYTES]).trim_end_matches('\0').to_string();
+    let found_kind = String::from_utf8_lossy(&bytes[56..56 + KIND_BYTES])
+        .trim_end_matches('\0')
+        .to_string();
     if found_kind != kind {
         bail!("{name}: holds {found_kind:?}, expected {kind:?}");
     }
@@ -275,7 +306,8 @@ fn check_header(bytes: &[u8], path: &Path, kind: &str, dtype: DType) -> Result<V
 /// Reads only the shape of an array file, checking its header.
 pub fn read_shape(path: &Path, kind: &str, dtype: DType) -> Result<Vec<usize>> {
     let file = File::open(path).with_context(|| format!("{}: cannot open", path.display()))?;
-    let mmap = unsafe { Mmap::map(&file) }.with_context(|| format!("{}: cannot map", path.display()))?;
+    let mmap =
+        unsafe { Mmap::map(&file) }.with_context(|| format!("{}: cannot map", path.display()))?;
     check_header(&mmap, path, kind, dtype)
 }
 
@@ -292,18 +324,30 @@ mod tests {
         assert_eq!(a.shape(), &[2, 3]);
         assert_eq!(a.row(1), &[4, 5, 6]);
 
-        let err = Array::<u32>::open(&path, "test-kind").err().unwrap().to_string();
+        let err = Array::<u32>::open(&path, "test-kind")
+            .err()
+            .unwrap()
+            .to_string();
         assert!(err.contains("element type"), "{err}");
-        let err = Array::<u16>::open(&path, "other").err().unwrap().to_string();
+        let err = Array::<u16>::open(&path, "other")
+            .err()
+            .unwrap()
+            .to_string();
         assert!(err.contains("expected \"other\""), "{err}");
 
         let bytes = std::fs::read(&path).unwrap();
         std::fs::write(&path, &bytes[..bytes.len() - 2]).unwrap();
-        let err = Array::<u16>::open(&path, "test-kind").err().unwrap().to_string();
+        let err = Array::<u16>::open(&path, "test-kind")
+            .err()
+            .unwrap()
+            .to_string();
         assert!(err.contains("truncated"), "{err}");
 
         std::fs::write(&path, b"{\"json\": true}").unwrap();
-        let err = Array::<u16>::open(&path, "test-kind").err().unwrap().to_string();
+        let err = Array::<u16>::open(&path, "test-kind")
+            .err()
+            .unwrap()
+            .to_string();
         assert!(err.contains("bad magic"), "{err}");
     }
 

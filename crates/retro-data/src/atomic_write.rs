@@ -10,7 +10,10 @@ use std::path::{Path, PathBuf};
 
 /// The temporary path that `path` is written under before the rename.
 pub fn temporary_path(path: &Path) -> PathBuf {
-    let mut name = path.file_name().map(|n| n.to_os_string()).unwrap_or_default();
+    let mut name = path
+        .file_name()
+        .map(|n| n.to_os_string())
+        .unwrap_or_default();
     name.push(".tmp");
     path.with_file_name(name)
 }
@@ -18,9 +21,12 @@ pub fn temporary_path(path: &Path) -> PathBuf {
 /// Writes `bytes` to `path` atomically.
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
     let tmp = temporary_path(path);
-    let mut file = File::create(&tmp).with_context(|| format!("{}: cannot create", tmp.display()))?;
-    file.write_all(bytes).with_context(|| format!("{}: write failed", tmp.display()))?;
-    file.sync_all().with_context(|| format!("{}: sync failed", tmp.display()))?;
+    let mut file =
+        File::create(&tmp).with_context(|| format!("{}: cannot create", tmp.display()))?;
+    file.write_all(bytes)
+        .with_context(|| format!("{}: write failed", tmp.display()))?;
+    file.sync_all()
+        .with_context(|| format!("{}: sync failed", tmp.display()))?;
     drop(file);
     commit_temporary(path)
 }

@@ -9,7 +9,10 @@ use std::ops::Range;
 /// Token ranges of the chunks of one document of `n_tokens` tokens, with chunk length `m`.
 pub fn chunk_document(n_tokens: usize, m: usize) -> Vec<Range<usize>> {
     assert!(m > 0, "chunk length must be positive");
-    (0..n_tokens).step_by(m).map(|start| start..(start + m).min(n_tokens)).collect()
+    (0..n_tokens)
+        .step_by(m)
+        .map(|start| start..(start + m).min(n_tokens))
+        .collect()
 }
 
 /// Copies `tokens` into a row of length `m`, right-padded with `pad_id`.

@@ -16,7 +16,9 @@
 use crate::array_file::{Array, ArrayWriter};
 use crate::atomic_write::write_json_atomic;
 use crate::chunk::{chunk_document, pad_chunk};
-use crate::corpus::{read_documents, resolve_sources, Content, CorpusFormat, Document, ReadOptions};
+use crate::corpus::{
+    read_documents, resolve_sources, Content, CorpusFormat, Document, ReadOptions,
+};
 use crate::split::is_valid_document;
 use crate::tokenizer::GptTokenizer;
 use anyhow::{bail, Context, Result};
@@ -44,7 +46,13 @@ pub struct ChunkOptions {
 
 impl Default for ChunkOptions {
     fn default() -> Self {
-        Self { chunk_len: 64, valid_fraction: 0.02, split_seed: 1234, read: ReadOptions::default(), batch_documents: 1024 }
+        Self {
+            chunk_len: 64,
+            valid_fraction: 0.02,
+            split_seed: 1234,
+            read: ReadOptions::default(),
+            batch_documents: 1024,
+        }
     }
 }
 
@@ -93,7 +101,11 @@ enum TokenWriter {
 impl TokenWriter {
     fn push_chunk(&mut self, tokens: &[u32], m: usize, pad_id: u32) -> Result<()> {
         match self {
-            Self::U16(w) => w.push(&pad_chunk(&tokens.iter().map(|&t| t as u16).collect::<Vec<_>>(), m, pad_id as u16)),
+            Self::U16(w) => w.push(&pad_chunk(
+                &tokens.iter().map(|&t| t as u16).collect::<Vec<_>>(),
+                m,
+                pad_id as u16,
+            )),
             Self::U32(w) => w.push(&pad_chunk(tokens, m, pad_id)),
         }
     }
@@ -119,27 +131,45 @@ pub fn build_chunk_db(
         bail!("--chunk-len must be positive");
     }
     if !(0.0..1.0).contains(&options.valid_fraction) {
-        bail!("--valid-fraction must be in [0, 1), got {}", options.valid_fraction);
+        bail!(
+            "--valid-fraction must be in [0, 1), got {}",
+            options.valid_fraction
+        );
     }
     let sources = resolve_sources(corpora)?;
-    std::fs::create_dir_all(out).with_context(|| format!("{}: cannot create DB directory", out.display()))?;
+    std::fs::create_dir_all(out)
+        .with_context(|| format!("{}: cannot create DB directory", out.display()))?;
     let m = options.chunk_len;
     let use_u16 = tokenizer.vocab_size <= 1 << 16;
     let mut tokens_out = if use_u16 {
-        TokenWriter::U16(ArrayWriter::create(&out.join("chunk-tokens.bin"), "chunk-tokens", &[m])?)
+        TokenWriter::U16(ArrayWriter::create(
+            &out.join("chunk-tokens.bin"),
+            "chunk-tokens",
+            &[m],
+        )?)
     } else {
-        TokenWriter::U32(ArrayWriter::create(&out.join("chunk-tokens.bin"), "chunk-tokens", &[m])?)
+        TokenWriter::U32(ArrayWriter::create(
+            &out.join("chunk-tokens.bin"),
+            "chunk-tokens",
+            &[m],
+        )?)
     };
-    let mut chunk_meta = ArrayWriter::<u32>::create(&out.join("chunk-meta.bin"), "chunk-meta", &[2])?;
+    let mut chunk_meta =
+        ArrayWriter::<u32>::create(&out.join("chunk-meta.bin"), "chunk-meta", &[2])?;
     let mut doc_meta = ArrayWriter::<u64>::create(&out.join("doc-meta.bin"), "doc-meta", &[3])?;
-    let mut train_chunks = ArrayWriter::<u32>::create(&out.join("train-chunks.bin"), "train-chunks", &[])?;
+    let mut train_chunks =
+        ArrayWriter::<u32>::create(&out.join("train-chunks.bin"), "train-chunks", &[])?;
     let docs_path = out.join("docs.jsonl");
     let docs_tmp = crate::atomic_write::temporary_path(&docs_path);
     let mut docs_out = std::io::BufWriter::new(
-        std::fs::File::create(&docs_tmp).with_context(|| format!("{}: cannot create", docs_tmp.display()))?,
+        std::fs::File::create(&docs_tmp)
+            .with_context(|| format!("{}: cannot create", docs_tmp.display()))?,
     );
     // A Megatron dataset's documents end with an end-of-document token, which the reference drops (§3.1).
-    let eod_id = tokenizer.inner().token_to_id("<|endoftext|>").unwrap_or(tokenizer.pad_id);
+    let eod_id = tokenizer
+        .inner()
+        .token_to_id("<|endoftext|>")
+        .unwrap_or(tokenizer.pad_id);
 
     let mut manifest = ChunkDbManifest {
         format: DB_FORMAT.into(),
@@ -178,8 +208,10 @@ pub fn build_chunk_db(
             _ => read_documents(source, &options.read)?,
         };
         loop {
-            let batch: Vec<Document> =
-                documents.by_ref().take(options.batch_documents).collect::<Result<Vec<_>>>()?;
+            let batch: Vec<Document> = documents
+                .by_ref()
+                .take(options.batch_documents)
+                .collect::<Result<Vec<_>>>()?;
             if batch.is_empty() {
                 break;
             }
@@ -218,7 +250,13 @@ pub fn build_chunk_db(
                     manifest.n_chunks += 1;
                 }
                 doc_meta.push(&[first_chunk as u64, ranges.len() as u64, valid as u64])?;
-                serde_json::to_writer(&mut docs_out, &DocRecord { id: doc.id.clone(), title: doc.title.clone() })?;
+                serde_json::to_writer(
+                    &mut docs_out,
+                    &DocRecord {
+                        id: doc.id.clone(),
+                        title: doc.title.clone(),
+                    },
+                )?;
                 docs_out.write_all(b"\n")?;
                 manifest.n_documents += 1;
                 manifest.n_tokens += tokens.len();
@@ -241,7 +279,11 @@ pub fn build_chunk_db(
     if manifest.n_chunks == 0 {
         bail!(
             "empty corpus: no document with text in {}",
-            sources.iter().map(|s| s.path.display().to_string()).collect::<Vec<_>>().join(", ")
+            sources
+                .iter()
+                .map(|s| s.path.display().to_string())
+                .collect::<Vec<_>>()
+                .join(", ")
         );
     }
     if manifest.n_chunks_train == 0 {
@@ -302,12 +344,20 @@ impl ChunkDb {
             bail!("{}: no such DB directory", dir.display());
         }
         let text = std::fs::read_to_string(&manifest_path).with_context(|| {
-            format!("{}: missing; is {} a retro DB whose chunk stage finished?", manifest_path.display(), dir.display())
+            format!(
+                "{}: missing; is {} a retro DB whose chunk stage finished?",
+                manifest_path.display(),
+                dir.display()
+            )
         })?;
         let manifest: ChunkDbManifest = serde_json::from_str(&text)
             .with_context(|| format!("{}: not a retro DB manifest", manifest_path.display()))?;
         if manifest.format != DB_FORMAT {
-            bail!("{}: format {:?}, expected {DB_FORMAT:?}", manifest_path.display(), manifest.format);
+            bail!(
+                "{}: format {:?}, expected {DB_FORMAT:?}",
+                manifest_path.display(),
+                manifest.format
+            );
         }
         if manifest.version != DB_VERSION {
             bail!(
@@ -329,7 +379,12 @@ impl ChunkDb {
             TokenArray::U16(a) => a.shape().to_vec(),
             TokenArray::U32(a) => a.shape().to_vec(),
         };
-        let inconsistent = |what: &str| anyhow::anyhow!("{}: {what} does not match db.json (corrupt DB)", dir.display());
+        let inconsistent = |what: &str| {
+            anyhow::anyhow!(
+                "{}: {what} does not match db.json (corrupt DB)",
+                dir.display()
+            )
+        };
         if token_shape != [manifest.n_chunks, manifest.chunk_len] {
             return Err(inconsistent("chunk-tokens.bin"));
         }
@@ -343,25 +398,37 @@ impl ChunkDb {
             return Err(inconsistent("train-chunks.bin"));
         }
         let docs_path = dir.join("docs.jsonl");
-        let docs_text =
-            std::fs::read_to_string(&docs_path).with_context(|| format!("{}: cannot read", docs_path.display()))?;
+        let docs_text = std::fs::read_to_string(&docs_path)
+            .with_context(|| format!("{}: cannot read", docs_path.display()))?;
         let docs = docs_text
             .lines()
             .enumerate()
             .map(|(i, line)| {
-                serde_json::from_str(line).with_context(|| format!("{}:{}: corrupt document record", docs_path.display(), i + 1))
+                serde_json::from_str(line).with_context(|| {
+                    format!("{}:{}: corrupt document record", docs_path.display(), i + 1)
+                })
             })
             .collect::<Result<Vec<DocRecord>>>()?;
         if docs.len() != manifest.n_documents {
             return Err(inconsistent("docs.jsonl"));
         }
-        Ok(Self { dir: dir.to_path_buf(), manifest, tokens, chunk_meta, doc_meta, train_chunks, docs })
+        Ok(Self {
+            dir: dir.to_path_buf(),
+            manifest,
+            tokens,
+            chunk_meta,
+            doc_meta,
+            train_chunks,
+            docs,
+        })
     }
 
     /// Loads the DB's own copy of the GPT tokenizer.
     pub fn tokenizer(&self) -> Result<GptTokenizer> {
-        let tokenizer = GptTokenizer::load(&self.dir.join("tokenizer.json"), None)
-            .or_else(|_| GptTokenizer::load(&self.dir.join("tokenizer.json"), Some("<|endoftext|>")))?;
+        let tokenizer =
+            GptTokenizer::load(&self.dir.join("tokenizer.json"), None).or_else(|_| {
+                GptTokenizer::load(&self.dir.join("tokenizer.json"), Some("<|endoftext|>"))
+            })?;
         tokenizer.check_matches(&self.manifest.tokenizer_sha256, &self.dir)?;
         Ok(tokenizer)
     }
@@ -395,7 +462,10 @@ impl ChunkDb {
 
     pub fn chunk_info(&self, i: usize) -> ChunkInfo {
         let row = self.chunk_meta.row(i);
-        ChunkInfo { doc: row[0] as usize, len: row[1] as usize }
+        ChunkInfo {
+            doc: row[0] as usize,
+            len: row[1] as usize,
+        }
     }
 
     pub fn doc_info(&self, doc: usize) -> DocInfo {
@@ -418,7 +488,8 @@ impl ChunkDb {
     /// which may belong to another document; see docs/deviations.md.)
     pub fn continuation(&self, i: usize) -> Option<usize> {
         let next = i + 1;
-        (next < self.n_chunks() && self.chunk_info(next).doc == self.chunk_info(i).doc).then_some(next)
+        (next < self.n_chunks() && self.chunk_info(next).doc == self.chunk_info(i).doc)
+            .then_some(next)
     }
 
     /// Chunk ids of the retrievable (train) chunks, in index-row order.

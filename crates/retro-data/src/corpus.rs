@@ -47,7 +47,10 @@ pub struct ReadOptions {
 
 impl Default for ReadOptions {
     fn default() -> Self {
-        Self { text_field: "text".into(), skip_bad_lines: false }
+        Self {
+            text_field: "text".into(),
+            skip_bad_lines: false,
+        }
     }
 }
 
@@ -71,23 +74,38 @@ pub fn resolve_sources(paths: &[PathBuf]) -> Result<Vec<CorpusSource>> {
                     Some(CorpusFormat::Megatron) => {
                         let prefix = megatron_prefix(&entry);
                         if seen_prefixes.insert(prefix.clone()) {
-                            sources.push(CorpusSource { path: prefix, format: CorpusFormat::Megatron });
+                            sources.push(CorpusSource {
+                                path: prefix,
+                                format: CorpusFormat::Megatron,
+                            });
                         }
                     }
-                    Some(format) => sources.push(CorpusSource { path: entry, format }),
+                    Some(format) => sources.push(CorpusSource {
+                        path: entry,
+                        format,
+                    }),
                     None => {}
                 }
             }
             continue;
         }
         let prefix = megatron_prefix(path);
-        let is_megatron = prefix.with_extension("idx").is_file() || path.with_extension("idx").is_file();
-        if is_megatron && !path.is_file() || matches!(detect_format(path), Some(CorpusFormat::Megatron)) {
+        let is_megatron =
+            prefix.with_extension("idx").is_file() || path.with_extension("idx").is_file();
+        if is_megatron && !path.is_file()
+            || matches!(detect_format(path), Some(CorpusFormat::Megatron))
+        {
             let prefix = if path.is_file() { prefix } else { path.clone() };
             if !with_suffix(&prefix, ".idx").is_file() || !with_suffix(&prefix, ".bin").is_file() {
-                bail!("{}: Megatron dataset needs both {0}.bin and {0}.idx", prefix.display());
+                bail!(
+                    "{}: Megatron dataset needs both {0}.bin and {0}.idx",
+                    prefix.display()
+                );
             }
-            sources.push(CorpusSource { path: prefix, format: CorpusFormat::Megatron });
+            sources.push(CorpusSource {
+                path: prefix,
+                format: CorpusFormat::Megatron,
+            });
             continue;
         }
         if !path.exists() {
@@ -102,7 +120,14 @@ pub fn resolve_sources(paths: &[PathBuf]) -> Result<Vec<CorpusSource>> {
         }
     }
     if sources.is_empty() {
-        bail!("no corpus files found in {}", paths.iter().map(|p| p.display().to_string()).collect::<Vec<_>>().join(", "));
+        bail!(
+            "no corpus files found in {}",
+            paths
+                .iter()
+                .map(|p| p.display().to_string())
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
     }
     Ok(sources)
 }
@@ -139,8 +164,15 @@ pub fn read_documents(
     options: &ReadOptions,
 ) -> Result<Box<dyn Iterator<Item = Result<Document>> + Send>> {
     Ok(match source.format {
-        CorpusFormat::Jsonl => Box::new(crate::jsonl::JsonlReader::open(&source.path, options.clone())?),
-        CorpusFormat::Text => Box::new(std::iter::once(crate::text::read_text_document(&source.path))),
-        CorpusFormat::Megatron => Box::new(crate::megatron::IndexedDataset::open(&source.path)?.into_documents()),
+        CorpusFormat::Jsonl => Box::new(crate::jsonl::JsonlReader::open(
+            &source.path,
+            options.clone(),
+        )?),
+        CorpusFormat::Text => Box::new(std::iter::once(crate::text::read_text_document(
+            &source.path,
+        ))),
+        CorpusFormat::Megatron => {
+            Box::new(crate::megatron::IndexedDataset::open(&source.path)?.into_documents())
+        }
     })
 }

@@ -16,10 +16,14 @@ pub struct JsonlReader {
 
 impl JsonlReader {
     pub fn open(path: &Path, options: ReadOptions) -> Result<Self> {
-        let file = std::fs::File::open(path).with_context(|| format!("{}: cannot open", path.display()))?;
+        let file = std::fs::File::open(path)
+            .with_context(|| format!("{}: cannot open", path.display()))?;
         let is_gz = path.extension().is_some_and(|e| e == "gz");
-        let reader: Box<dyn Read + Send> =
-            if is_gz { Box::new(flate2::read::MultiGzDecoder::new(file)) } else { Box::new(file) };
+        let reader: Box<dyn Read + Send> = if is_gz {
+            Box::new(flate2::read::MultiGzDecoder::new(file))
+        } else {
+            Box::new(file)
+        };
         Ok(Self {
             path: path.to_path_buf(),
             lines: BufReader::with_capacity(1 << 20, reader).lines(),
@@ -32,20 +36,33 @@ impl JsonlReader {
     fn parse(&self, line: &str) -> Result<Document> {
         let value: serde_json::Value =
             serde_json::from_str(line).map_err(|e| anyhow!("malformed JSON: {e}"))?;
-        let object = value.as_object().ok_or_else(|| anyhow!("not a JSON object"))?;
+        let object = value
+            .as_object()
+            .ok_or_else(|| anyhow!("not a JSON object"))?;
         let field = &self.options.text_field;
         let text = match object.get(field) {
             Some(serde_json::Value::String(s)) => s.clone(),
             Some(_) => return Err(anyhow!("field {field:?} is not a string")),
-            None => return Err(anyhow!("no field {field:?} (choose another with --text-field)")),
+            None => {
+                return Err(anyhow!(
+                    "no field {field:?} (choose another with --text-field)"
+                ))
+            }
         };
         let id = match object.get("id") {
             Some(serde_json::Value::String(s)) => s.clone(),
             Some(serde_json::Value::Number(n)) => n.to_string(),
             _ => format!("{}:{}", self.path.display(), self.line_no),
         };
-        let title = object.get("title").and_then(|t| t.as_str()).map(str::to_string);
-        Ok(Document { id, title, content: Content::Text(text) })
+        let title = object
+            .get("title")
+            .and_then(|t| t.as_str())
+            .map(str::to_string);
+        Ok(Document {
+            id,
+            title,
+            content: Content::Text(text),
+        })
     }
 }
 
@@ -57,7 +74,11 @@ impl Iterator for JsonlReader {
             let line = match self.lines.next()? {
                 Ok(line) => line,
                 Err(e) => {
-                    return Some(Err(anyhow!("{}:{}: read failed: {e}", self.path.display(), self.line_no + 1)))
+                    return Some(Err(anyhow!(
+                        "{}:{}: read failed: {e}",
+                        self.path.display(),
+                        self.line_no + 1
+                    )))
                 }
             };
             self.line_no += 1;
@@ -67,7 +88,8 @@ impl Iterator for JsonlReader {
             match self.parse(&line) {
                 Ok(doc) => return Some(Ok(doc)),
                 Err(_) if self.options.skip_bad_lines => {
-                    self.skipped.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    self.skipped
+                        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                 }
                 Err(e) => {
                     return Some(Err(anyhow!(

@@ -37,7 +37,8 @@ impl IndexedDataset {
     pub fn open(prefix: &Path) -> Result<Self> {
         let idx_path = with_suffix(prefix, ".idx");
         let bin_path = with_suffix(prefix, ".bin");
-        let idx = std::fs::read(&idx_path).with_context(|| format!("{}: cannot read", idx_path.display()))?;
+        let idx = std::fs::read(&idx_path)
+            .with_context(|| format!("{}: cannot read", idx_path.display()))?;
         let name = idx_path.display();
         if idx.len() < 34 || &idx[..9] != MAGIC {
             bail!("{name}: not a Megatron index (expected MMIDIDX header)");
@@ -62,30 +63,58 @@ impl IndexedDataset {
             offset += n;
             s
         };
-        let sequence_lengths =
-            take(n_sequences * 4).chunks_exact(4).map(|b| i32::from_le_bytes(b.try_into().unwrap())).collect();
-        let sequence_offsets: Vec<i64> =
-            take(n_sequences * 8).chunks_exact(8).map(|b| i64::from_le_bytes(b.try_into().unwrap())).collect();
-        let document_indices: Vec<i64> =
-            take(n_documents * 8).chunks_exact(8).map(|b| i64::from_le_bytes(b.try_into().unwrap())).collect();
-        let file = std::fs::File::open(&bin_path).with_context(|| format!("{}: cannot open", bin_path.display()))?;
+        let sequence_lengths = take(n_sequences * 4)
+            .chunks_exact(4)
+            .map(|b| i32::from_le_bytes(b.try_into().unwrap()))
+            .collect();
+        let sequence_offsets: Vec<i64> = take(n_sequences * 8)
+            .chunks_exact(8)
+            .map(|b| i64::from_le_bytes(b.try_into().unwrap()))
+            .collect();
+        let document_indices: Vec<i64> = take(n_documents * 8)
+            .chunks_exact(8)
+            .map(|b| i64::from_le_bytes(b.try_into().unwrap()))
+            .collect();
+        let file = std::fs::File::open(&bin_path)
+            .with_context(|| format!("{}: cannot open", bin_path.display()))?;
         // Safety: read-only map of a file we do not modify.
-        let bin = unsafe { Mmap::map(&file) }.with_context(|| format!("{}: cannot map", bin_path.display()))?;
-        let dataset = Self { prefix: prefix.to_path_buf(), bin, dtype, sequence_lengths, sequence_offsets, document_indices };
+        let bin = unsafe { Mmap::map(&file) }
+            .with_context(|| format!("{}: cannot map", bin_path.display()))?;
+        let dataset = Self {
+            prefix: prefix.to_path_buf(),
+            bin,
+            dtype,
+            sequence_lengths,
+            sequence_offsets,
+            document_indices,
+        };
         dataset.check_bounds()?;
         Ok(dataset)
     }
 
     fn check_bounds(&self) -> Result<()> {
         let size = dtype_size(self.dtype).unwrap();
-        for (i, (&len, &off)) in self.sequence_lengths.iter().zip(&self.sequence_offsets).enumerate() {
+        for (i, (&len, &off)) in self
+            .sequence_lengths
+            .iter()
+            .zip(&self.sequence_offsets)
+            .enumerate()
+        {
             if len < 0 || off < 0 || off as usize + len as usize * size > self.bin.len() {
-                bail!("{}.bin: sequence {i} lies outside the file (truncated .bin?)", self.prefix.display());
+                bail!(
+                    "{}.bin: sequence {i} lies outside the file (truncated .bin?)",
+                    self.prefix.display()
+                );
             }
         }
         let n = self.sequence_lengths.len() as i64;
-        if self.document_indices.windows(2).any(|w| w[0] > w[1]) || self.document_indices.iter().any(|&d| d < 0 || d > n) {
-            bail!("{}.idx: document indices are not increasing sequence numbers", self.prefix.display());
+        if self.document_indices.windows(2).any(|w| w[0] > w[1])
+            || self.document_indices.iter().any(|&d| d < 0 || d > n)
+        {
+            bail!(
+                "{}.idx: document indices are not increasing sequence numbers",
+                self.prefix.display()
+            );
         }
         Ok(())
     }
@@ -116,7 +145,11 @@ impl IndexedDataset {
     pub fn into_documents(self) -> impl Iterator<Item = Result<Document>> + Send {
         let name = self.prefix.display().to_string();
         (0..self.n_documents()).map(move |i| {
-            Ok(Document { id: format!("{name}:{i}"), title: None, content: Content::Tokens(self.document_tokens(i)) })
+            Ok(Document {
+                id: format!("{name}:{i}"),
+                title: None,
+                content: Content::Tokens(self.document_tokens(i)),
+            })
         })
     }
 }
@@ -146,8 +179,12 @@ pub fn write_indexed_dataset(prefix: &Path, documents: &[Vec<u32>]) -> Result<()
     idx.push(code);
     idx.extend_from_slice(&(documents.len() as u64).to_le_bytes());
     idx.extend_from_slice(&(documents.len() as u64 + 1).to_le_bytes());
-    lengths.iter().for_each(|l| idx.extend_from_slice(&l.to_le_bytes()));
-    offsets.iter().for_each(|o| idx.extend_from_slice(&o.to_le_bytes()));
+    lengths
+        .iter()
+        .for_each(|l| idx.extend_from_slice(&l.to_le_bytes()));
+    offsets
+        .iter()
+        .for_each(|o| idx.extend_from_slice(&o.to_le_bytes()));
     (0..=documents.len() as i64).for_each(|d| idx.extend_from_slice(&d.to_le_bytes()));
     crate::atomic_write::write_atomic(&with_suffix(prefix, ".bin"), &bin)?;
     crate::atomic_write::write_atomic(&with_suffix(prefix, ".idx"), &idx)
@@ -176,10 +213,26 @@ mod tests {
         let mut bad = idx.clone();
         bad[9] = 2;
         std::fs::write(with_suffix(&prefix, ".idx"), &bad).unwrap();
-        assert!(IndexedDataset::open(&prefix).err().unwrap().to_string().contains("version 2"));
+        assert!(IndexedDataset::open(&prefix)
+            .err()
+            .unwrap()
+            .to_string()
+            .contains("version 2"));
         std::fs::write(with_suffix(&prefix, ".idx"), &idx[..idx.len() - 3]).unwrap();
-        assert!(IndexedDataset::open(&prefix).err().unwrap().to_string().contains("truncated"));
-        std::fs::write(with_suffix(&prefix, ".idx"), b"not an index at all, definitely not").unwrap();
-        assert!(IndexedDataset::open(&prefix).err().unwrap().to_string().contains("MMIDIDX"));
+        assert!(IndexedDataset::open(&prefix)
+            .err()
+            .unwrap()
+            .to_string()
+            .contains("truncated"));
+        std::fs::write(
+            with_suffix(&prefix, ".idx"),
+            b"not an index at all, definitely not",
+        )
+        .unwrap();
+        assert!(IndexedDataset::open(&prefix)
+            .err()
+            .unwrap()
+            .to_string()
+            .contains("MMIDIDX"));
     }
 }

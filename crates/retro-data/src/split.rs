@@ -27,14 +27,27 @@ mod tests {
     #[test]
     fn fraction_is_respected_and_deterministic() {
         let ids: Vec<String> = (0..20000).map(|i| format!("doc-{i}")).collect();
-        let n_valid = ids.iter().filter(|id| is_valid_document(id, 7, 0.1)).count();
+        let n_valid = ids
+            .iter()
+            .filter(|id| is_valid_document(id, 7, 0.1))
+            .count();
         assert!((1800..2200).contains(&n_valid), "{n_valid}");
-        let again = ids.iter().filter(|id| is_valid_document(id, 7, 0.1)).count();
+        let again = ids
+            .iter()
+            .filter(|id| is_valid_document(id, 7, 0.1))
+            .count();
         assert_eq!(n_valid, again);
-        let other_seed = ids.iter().filter(|id| is_valid_document(id, 8, 0.1)).count();
+        let other_seed = ids
+            .iter()
+            .filter(|id| is_valid_document(id, 8, 0.1))
+            .count();
         assert_ne!(
-            ids.iter().map(|id| is_valid_document(id, 7, 0.1)).collect::<Vec<_>>(),
-            ids.iter().map(|id| is_valid_document(id, 8, 0.1)).collect::<Vec<_>>()
+            ids.iter()
+                .map(|id| is_valid_document(id, 7, 0.1))
+                .collect::<Vec<_>>(),
+            ids.iter()
+                .map(|id| is_valid_document(id, 8, 0.1))
+                .collect::<Vec<_>>()
         );
         assert!(other_seed > 0);
         assert!(!ids.iter().any(|id| is_valid_document(id, 7, 0.0)));

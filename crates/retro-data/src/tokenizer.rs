@@ -19,20 +19,40 @@ impl GptTokenizer {
     /// `config.json` next to it, else the `pad_token` / `eos_token` of `tokenizer_config.json`, else the first of
     /// `<|endoftext|>`, `</s>`, `<eos>`, `[PAD]` in the vocabulary; `pad_token` overrides all of these.
     pub fn load(path: &Path, pad_token: Option<&str>) -> Result<Self> {
-        let file = if path.is_dir() { path.join("tokenizer.json") } else { path.to_path_buf() };
-        let bytes = std::fs::read(&file).with_context(|| format!("{}: cannot read tokenizer", file.display()))?;
+        let file = if path.is_dir() {
+            path.join("tokenizer.json")
+        } else {
+            path.to_path_buf()
+        };
+        let bytes = std::fs::read(&file)
+            .with_context(|| format!("{}: cannot read tokenizer", file.display()))?;
         let inner = tokenizers::Tokenizer::from_bytes(&bytes)
             .map_err(|e| anyhow!("{}: not a tokenizers JSON file: {e}", file.display()))?;
         let sha256 = hex(&Sha256::digest(&bytes));
         let vocab_size = inner.get_vocab_size(true);
         let pad_id = match pad_token {
-            Some(token) => inner
-                .token_to_id(token)
-                .ok_or_else(|| anyhow!("{}: --pad-token {token:?} is not in the vocabulary", file.display()))?,
-            None => default_pad_id(&inner, file.parent().unwrap_or(Path::new(".")))
-                .ok_or_else(|| anyhow!("{}: cannot tell the pad/EOS token; pass --pad-token", file.display()))?,
+            Some(token) => inner.token_to_id(token).ok_or_else(|| {
+                anyhow!(
+                    "{}: --pad-token {token:?} is not in the vocabulary",
+                    file.display()
+                )
+            })?,
+            None => default_pad_id(&inner, file.parent().unwrap_or(Path::new("."))).ok_or_else(
+                || {
+                    anyhow!(
+                        "{}: cannot tell the pad/EOS token; pass --pad-token",
+                        file.display()
+                    )
+                },
+            )?,
         };
-        Ok(Self { inner, path: file, sha256, pad_id, vocab_size })
+        Ok(Self {
+            inner,
+            path: file,
+            sha256,
+            pad_id,
+            vocab_size,
+        })
     }
 
     pub fn path(&self) -> &Path {
@@ -40,13 +60,18 @@ impl GptTokenizer {
     }
 
     pub fn encode(&self, text: &str) -> Result<Vec<u32>> {
-        let encoding = self.inner.encode(text, false).map_err(|e| anyhow!("tokenizer failed: {e}"))?;
+        let encoding = self
+            .inner
+            .encode(text, false)
+            .map_err(|e| anyhow!("tokenizer failed: {e}"))?;
         Ok(encoding.get_ids().to_vec())
     }
 
     /// Decodes tokens to text, keeping special tokens out.
     pub fn decode(&self, tokens: &[u32]) -> Result<String> {
-        self.inner.decode(tokens, true).map_err(|e| anyhow!("tokenizer failed to decode: {e}"))
+        self.inner
+            .decode(tokens, true)
+            .map_err(|e| anyhow!("tokenizer failed to decode: {e}"))
     }
 
     pub fn inner(&self) -> &tokenizers::Tokenizer {
@@ -82,13 +107,17 @@ fn default_pad_id(tokenizer: &tokenizers::Tokenizer, dir: &Path) -> Option<u32> 
     }
     if let Some(config) = read_json("tokenizer_config.json") {
         for key in ["pad_token", "eos_token"] {
-            let token = config.get(key).and_then(|v| v.as_str().or_else(|| v.get("content")?.as_str()));
+            let token = config
+                .get(key)
+                .and_then(|v| v.as_str().or_else(|| v.get("content")?.as_str()));
             if let Some(id) = token.and_then(|t| tokenizer.token_to_id(t)) {
                 return Some(id);
             }
         }
     }
-    ["<|endoftext|>", "</s>", "<eos>", "[PAD]"].iter().find_map(|t| tokenizer.token_to_id(t))
+    ["<|endoftext|>", "</s>", "<eos>", "[PAD]"]
+        .iter()
+        .find_map(|t| tokenizer.token_to_id(t))
 }
 
 pub fn hex(bytes: &[u8]) -> String {

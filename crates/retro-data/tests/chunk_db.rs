@@ -7,12 +7,20 @@ use std::path::{Path, PathBuf};
 
 fn shared_data() -> PathBuf {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../shared/data");
-    assert!(dir.join("MANIFEST.md").is_file(), "{}: shared assets missing (see README: the demo fetches them)", dir.display());
+    assert!(
+        dir.join("MANIFEST.md").is_file(),
+        "{}: shared assets missing (see README: the demo fetches them)",
+        dir.display()
+    );
     dir
 }
 
 fn gpt_tokenizer() -> GptTokenizer {
-    GptTokenizer::load(&shared_data().join("models/smollm2-135m-instruct/tokenizer.json"), None).unwrap()
+    GptTokenizer::load(
+        &shared_data().join("models/smollm2-135m-instruct/tokenizer.json"),
+        None,
+    )
+    .unwrap()
 }
 
 /// The first `n` wiki-vital articles as parsed JSON values.
@@ -41,7 +49,11 @@ fn chunks_never_cross_documents_and_give_back_the_tokens() {
     let corpus = dir.path().join("wiki.jsonl");
     write_jsonl(&corpus, &rows);
     let tokenizer = gpt_tokenizer();
-    let options = ChunkOptions { valid_fraction: 0.1, batch_documents: 64, ..Default::default() };
+    let options = ChunkOptions {
+        valid_fraction: 0.1,
+        batch_documents: 64,
+        ..Default::default()
+    };
     let db_dir = dir.path().join("db");
     let manifest = build_chunk_db(&db_dir, &[corpus], &tokenizer, &options, &quiet).unwrap();
     assert_eq!(manifest.n_documents, 300);
@@ -55,7 +67,10 @@ fn chunks_never_cross_documents_and_give_back_the_tokens() {
         let info = db.doc_info(doc_idx);
         assert_eq!(info.id, row["id"].as_str().unwrap());
         assert_eq!(info.title.as_deref(), row["title"].as_str());
-        assert_eq!(info.first_chunk, next_chunk, "documents' chunks are contiguous and in order");
+        assert_eq!(
+            info.first_chunk, next_chunk,
+            "documents' chunks are contiguous and in order"
+        );
         let expected = tokenizer.encode(row["text"].as_str().unwrap()).unwrap();
         let mut got = Vec::new();
         for c in info.first_chunk..info.first_chunk + info.n_chunks {
@@ -63,22 +78,39 @@ fn chunks_never_cross_documents_and_give_back_the_tokens() {
             assert_eq!(chunk.doc, doc_idx, "chunk {c} belongs to its document only");
             assert!(chunk.len >= 1 && chunk.len <= m);
             let padded = db.padded_chunk(c);
-            assert!(padded[chunk.len..].iter().all(|&t| t == tokenizer.pad_id), "padding uses the pad id");
+            assert!(
+                padded[chunk.len..].iter().all(|&t| t == tokenizer.pad_id),
+                "padding uses the pad id"
+            );
             got.extend(db.chunk_tokens(c));
-            assert_eq!(db.continuation(c).is_some(), c + 1 < info.first_chunk + info.n_chunks);
+            assert_eq!(
+                db.continuation(c).is_some(),
+                c + 1 < info.first_chunk + info.n_chunks
+            );
         }
-        assert_eq!(got, expected, "document {doc_idx}: chunks minus padding give back its tokens");
+        assert_eq!(
+            got, expected,
+            "document {doc_idx}: chunks minus padding give back its tokens"
+        );
         next_chunk += info.n_chunks;
         n_valid_docs += info.valid as usize;
     }
     assert_eq!(next_chunk, db.n_chunks());
-    assert!(n_valid_docs > 10 && n_valid_docs < 60, "about 10% of 300 documents are held out, got {n_valid_docs}");
+    assert!(
+        n_valid_docs > 10 && n_valid_docs < 60,
+        "about 10% of 300 documents are held out, got {n_valid_docs}"
+    );
 
     // The retrievable chunks are exactly the chunks of training documents.
     let train: Vec<u32> = db.train_chunk_ids().to_vec();
-    let expected_train: Vec<u32> = (0..db.n_chunks() as u32).filter(|&c| !db.is_valid_chunk(c as usize)).collect();
+    let expected_train: Vec<u32> = (0..db.n_chunks() as u32)
+        .filter(|&c| !db.is_valid_chunk(c as usize))
+        .collect();
     assert_eq!(train, expected_train);
-    assert_eq!(db.manifest.n_chunks_valid + db.manifest.n_chunks_train, db.n_chunks());
+    assert_eq!(
+        db.manifest.n_chunks_valid + db.manifest.n_chunks_train,
+        db.n_chunks()
+    );
 
     // The split depends on the document id only: the same documents in another order are split the same way.
     let mut reversed = rows.clone();
@@ -103,7 +135,10 @@ fn mixed_inputs_jsonl_gz_text_and_megatron() {
     // jsonl.gz
     let gz_path = dir.path().join("part.jsonl.gz");
     {
-        let mut gz = flate2::write::GzEncoder::new(std::fs::File::create(&gz_path).unwrap(), flate2::Compression::fast());
+        let mut gz = flate2::write::GzEncoder::new(
+            std::fs::File::create(&gz_path).unwrap(),
+            flate2::Compression::fast(),
+        );
         for r in &rows[..10] {
             writeln!(gz, "{r}").unwrap();
         }
@@ -130,7 +165,10 @@ fn mixed_inputs_jsonl_gz_text_and_megatron() {
         &db_dir,
         &[gz_path, txt_path.clone(), prefix.with_extension("bin")],
         &tokenizer,
-        &ChunkOptions { valid_fraction: 0.0, ..Default::default() },
+        &ChunkOptions {
+            valid_fraction: 0.0,
+            ..Default::default()
+        },
         &quiet,
     )
     .unwrap();
@@ -139,8 +177,14 @@ fn mixed_inputs_jsonl_gz_text_and_megatron() {
     let db = ChunkDb::open(&db_dir).unwrap();
     for (d, row) in rows.iter().enumerate() {
         let info = db.doc_info(d);
-        let tokens: Vec<u32> = (info.first_chunk..info.first_chunk + info.n_chunks).flat_map(|c| db.chunk_tokens(c)).collect();
-        assert_eq!(tokens, tokenizer.encode(row["text"].as_str().unwrap()).unwrap(), "document {d}");
+        let tokens: Vec<u32> = (info.first_chunk..info.first_chunk + info.n_chunks)
+            .flat_map(|c| db.chunk_tokens(c))
+            .collect();
+        assert_eq!(
+            tokens,
+            tokenizer.encode(row["text"].as_str().unwrap()).unwrap(),
+            "document {d}"
+        );
     }
     assert_eq!(db.doc_info(10).title.as_deref(), Some("speech"));
     assert!(db.doc_info(11).id.ends_with("mega_text_document:0"));
@@ -152,12 +196,28 @@ fn opening_with_another_tokenizer_fails() {
     let corpus = dir.path().join("c.jsonl");
     write_jsonl(&corpus, &wiki_rows(5));
     let db_dir = dir.path().join("db");
-    build_chunk_db(&db_dir, &[corpus], &gpt_tokenizer(), &ChunkOptions::default(), &quiet).unwrap();
+    build_chunk_db(
+        &db_dir,
+        &[corpus],
+        &gpt_tokenizer(),
+        &ChunkOptions::default(),
+        &quiet,
+    )
+    .unwrap();
     let db = ChunkDb::open(&db_dir).unwrap();
-    let bert = GptTokenizer::load(&shared_data().join("models/minilm-l6-v2/tokenizer.json"), None).unwrap();
-    let err = bert.check_matches(&db.manifest.tokenizer_sha256, &db_dir).unwrap_err().to_string();
+    let bert = GptTokenizer::load(
+        &shared_data().join("models/minilm-l6-v2/tokenizer.json"),
+        None,
+    )
+    .unwrap();
+    let err = bert
+        .check_matches(&db.manifest.tokenizer_sha256, &db_dir)
+        .unwrap_err()
+        .to_string();
     assert!(err.contains("does not match"), "{err}");
-    assert!(gpt_tokenizer().check_matches(&db.manifest.tokenizer_sha256, &db_dir).is_ok());
+    assert!(gpt_tokenizer()
+        .check_matches(&db.manifest.tokenizer_sha256, &db_dir)
+        .is_ok());
 }
 
 #[test]
@@ -167,29 +227,83 @@ fn bad_jsonl_lines_name_file_and_line() {
     std::fs::write(&corpus, "{\"text\": \"fine\"}\n{not json\n{\"body\": \"no text field\"}\n{\"text\": \"also fine\"}\n").unwrap();
     let tokenizer = gpt_tokenizer();
     let db_dir = dir.path().join("db");
-    let err = build_chunk_db(&db_dir, &[corpus.clone()], &tokenizer, &ChunkOptions::default(), &quiet).unwrap_err();
+    let err = build_chunk_db(
+        &db_dir,
+        &[corpus.clone()],
+        &tokenizer,
+        &ChunkOptions::default(),
+        &quiet,
+    )
+    .unwrap_err();
     let msg = format!("{err:#}");
-    assert!(msg.contains("bad.jsonl:2") && msg.contains("malformed JSON"), "{msg}");
-    assert!(!db_dir.join("db.json").exists(), "a failed build leaves no finished DB");
+    assert!(
+        msg.contains("bad.jsonl:2") && msg.contains("malformed JSON"),
+        "{msg}"
+    );
+    assert!(
+        !db_dir.join("db.json").exists(),
+        "a failed build leaves no finished DB"
+    );
 
     let options = ChunkOptions {
-        read: ReadOptions { skip_bad_lines: true, ..Default::default() },
+        read: ReadOptions {
+            skip_bad_lines: true,
+            ..Default::default()
+        },
         valid_fraction: 0.0,
         ..Default::default()
     };
-    let manifest = build_chunk_db(&db_dir, &[corpus.clone()], &tokenizer, &options, &quiet).unwrap();
+    let manifest =
+        build_chunk_db(&db_dir, &[corpus.clone()], &tokenizer, &options, &quiet).unwrap();
     assert_eq!(manifest.n_documents, 2);
     assert_eq!(manifest.corpora[0].skipped_lines, 2);
 
-    std::fs::write(&corpus, "{\"text\": \"fine\"}\n{\"body\": \"no text field\"}\n").unwrap();
-    let msg = format!("{:#}", build_chunk_db(&dir.path().join("db3"), &[corpus.clone()], &tokenizer, &ChunkOptions::default(), &quiet).unwrap_err());
-    assert!(msg.contains("bad.jsonl:2") && msg.contains("no field \"text\""), "{msg}");
+    std::fs::write(
+        &corpus,
+        "{\"text\": \"fine\"}\n{\"body\": \"no text field\"}\n",
+    )
+    .unwrap();
+    let msg = format!(
+        "{:#}",
+        build_chunk_db(
+            &dir.path().join("db3"),
+            &[corpus.clone()],
+            &tokenizer,
+            &ChunkOptions::default(),
+            &quiet
+        )
+        .unwrap_err()
+    );
+    assert!(
+        msg.contains("bad.jsonl:2") && msg.contains("no field \"text\""),
+        "{msg}"
+    );
 
     std::fs::write(&corpus, "\n\n").unwrap();
-    let msg = format!("{:#}", build_chunk_db(&dir.path().join("db4"), &[corpus], &tokenizer, &ChunkOptions::default(), &quiet).unwrap_err());
+    let msg = format!(
+        "{:#}",
+        build_chunk_db(
+            &dir.path().join("db4"),
+            &[corpus],
+            &tokenizer,
+            &ChunkOptions::default(),
+            &quiet
+        )
+        .unwrap_err()
+    );
     assert!(msg.contains("empty corpus"), "{msg}");
 
-    let msg = format!("{:#}", build_chunk_db(&dir.path().join("db5"), &[dir.path().join("missing.jsonl")], &tokenizer, &ChunkOptions::default(), &quiet).unwrap_err());
+    let msg = format!(
+        "{:#}",
+        build_chunk_db(
+            &dir.path().join("db5"),
+            &[dir.path().join("missing.jsonl")],
+            &tokenizer,
+            &ChunkOptions::default(),
+            &quiet
+        )
+        .unwrap_err()
+    );
     assert!(msg.contains("missing.jsonl: no such file"), "{msg}");
 }
 

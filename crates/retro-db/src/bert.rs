@@ -79,7 +79,12 @@ struct Dense {
 
 impl Dense {
     fn load(vb: VarBuilder, d_in: usize, d_out: usize) -> Result<Self> {
-        Ok(Self { weight: tensor_values(&vb, &[d_out, d_in], "weight")?, bias: tensor_values(&vb, &[d_out], "bias")?, d_in, d_out })
+        Ok(Self {
+            weight: tensor_values(&vb, &[d_out, d_in], "weight")?,
+            bias: tensor_values(&vb, &[d_out], "bias")?,
+            d_in,
+            d_out,
+        })
     }
 
     /// `x`: `[n, in]` → `[n, out]`, one BLAS call (OpenBLAS spreads it over its threads).
@@ -132,25 +137,33 @@ struct LayerNorm {
 impl LayerNorm {
     fn load(vb: VarBuilder, d: usize, eps: f64) -> Result<Self> {
         // Old TF-converted checkpoints call the parameters gamma / beta.
-        let weight = tensor_values(&vb, &[d], "weight").or_else(|_| tensor_values(&vb, &[d], "gamma"))?;
-        let bias = tensor_values(&vb, &[d], "bias").or_else(|_| tensor_values(&vb, &[d], "beta"))?;
-        Ok(Self { weight, bias, eps: eps as f32 })
+        let weight =
+            tensor_values(&vb, &[d], "weight").or_else(|_| tensor_values(&vb, &[d], "gamma"))?;
+        let bias =
+            tensor_values(&vb, &[d], "bias").or_else(|_| tensor_values(&vb, &[d], "beta"))?;
+        Ok(Self {
+            weight,
+            bias,
+            eps: eps as f32,
+        })
     }
 
     /// Normalises `x + residual` row by row, in place in `x`.
     fn forward_residual(&self, x: &mut [f32], residual: &[f32]) {
         let d = self.weight.len();
-        x.par_chunks_mut(d * 16).zip(residual.par_chunks(d * 16)).for_each(|(rows, res)| {
-            for (row, r) in rows.chunks_exact_mut(d).zip(res.chunks_exact(d)) {
-                row.iter_mut().zip(r).for_each(|(a, b)| *a += b);
-                let mean = row.iter().sum::<f32>() / d as f32;
-                let var = row.iter().map(|v| (v - mean) * (v - mean)).sum::<f32>() / d as f32;
-                let inv = 1.0 / (var + self.eps).sqrt();
-                for ((v, w), b) in row.iter_mut().zip(&self.weight).zip(&self.bias) {
-                    *v = (*v - mean) * inv * w + b;
+        x.par_chunks_mut(d * 16)
+            .zip(residual.par_chunks(d * 16))
+            .for_each(|(rows, res)| {
+                for (row, r) in rows.chunks_exact_mut(d).zip(res.chunks_exact(d)) {
+                    row.iter_mut().zip(r).for_each(|(a, b)| *a += b);
+                    let mean = row.iter().sum::<f32>() / d as f32;
+                    let var = row.iter().map(|v| (v - mean) * (v - mean)).sum::<f32>() / d as f32;
+                    let inv = 1.0 / (var + self.eps).sqrt();
+                    for ((v, w), b) in row.iter_mut().zip(&self.weight).zip(&self.bias) {
+                        *v = (*v - mean) * inv * w + b;
+                    }
                 }
-            }
-        });
+            });
     }
 }
 
@@ -176,17 +189,38 @@ impl Bert {
     /// Loads `vb` laid out as HF `BertModel` (with or without a `bert.` prefix).
     pub fn load(vb: VarBuilder, config: &BertConfig) -> Result<Self> {
         if !matches!(config.hidden_act.as_str(), "gelu" | "gelu_python") {
-            bail!("hidden_act {:?} is not supported (BERT uses erf GELU, \"gelu\")", config.hidden_act);
+            bail!(
+                "hidden_act {:?} is not supported (BERT uses erf GELU, \"gelu\")",
+                config.hidden_act
+            );
         }
         if config.hidden_size % config.num_attention_heads != 0 {
-            bail!("hidden_size {} is not a multiple of num_attention_heads {}", config.hidden_size, config.num_attention_heads);
+            bail!(
+                "hidden_size {} is not a multiple of num_attention_heads {}",
+                config.hidden_size,
+                config.num_attention_heads
+            );
         }
-        let vb = if vb.contains_tensor("bert.embeddings.word_embeddings.weight") { vb.pp("bert") } else { vb };
+        let vb = if vb.contains_tensor("bert.embeddings.word_embeddings.weight") {
+            vb.pp("bert")
+        } else {
+            vb
+        };
         let h = config.hidden_size;
         let emb = vb.pp("embeddings");
-        let word_embeddings = tensor_values(&emb, &[config.vocab_size, h], "word_embeddings.weight")?;
-        let position_embeddings = tensor_values(&emb, &[config.max_position_embeddings, h], "position_embeddings.weight")?;
-        let token_type_embedding = tensor_values(&emb, &[config.type_vocab_size, h], "token_type_embeddings.weight")?[..h].to_vec();
+        let word_embeddings =
+            tensor_values(&emb, &[config.vocab_size, h], "word_embeddings.weight")?;
+        let position_embeddings = tensor_values(
+            &emb,
+            &[config.max_position_embeddings, h],
+            "position_embeddings.weight",
+        )?;
+        let token_type_embedding = tensor_values(
+            &emb,
+            &[config.type_vocab_size, h],
+            "token_type_embeddings.weight",
+        )?[..h]
+            .to_vec();
         let embedding_norm = LayerNorm::load(emb.pp("LayerNorm"), h, config.layer_norm_eps)?;
         let layers = (0..config.num_hidden_layers)
             .map(|i| {
@@ -200,16 +234,40 @@ impl Bert {
                     bias.extend(tensor_values(&attn.pp(name), &[h], "bias")?);
                 }
                 Ok(Layer {
-                    qkv: Dense { weight, bias, d_in: h, d_out: 3 * h },
+                    qkv: Dense {
+                        weight,
+                        bias,
+                        d_in: h,
+                        d_out: 3 * h,
+                    },
                     attention_out: Dense::load(attn.pp("output.dense"), h, h)?,
-                    attention_norm: LayerNorm::load(attn.pp("output.LayerNorm"), h, config.layer_norm_eps)?,
-                    intermediate: Dense::load(vb.pp("intermediate.dense"), h, config.intermediate_size)?,
+                    attention_norm: LayerNorm::load(
+                        attn.pp("output.LayerNorm"),
+                        h,
+                        config.layer_norm_eps,
+                    )?,
+                    intermediate: Dense::load(
+                        vb.pp("intermediate.dense"),
+                        h,
+                        config.intermediate_size,
+                    )?,
                     output: Dense::load(vb.pp("output.dense"), config.intermediate_size, h)?,
-                    output_norm: LayerNorm::load(vb.pp("output.LayerNorm"), h, config.layer_norm_eps)?,
+                    output_norm: LayerNorm::load(
+                        vb.pp("output.LayerNorm"),
+                        h,
+                        config.layer_norm_eps,
+                    )?,
                 })
             })
             .collect::<Result<Vec<_>>>()?;
-        Ok(Self { word_embeddings, position_embeddings, token_type_embedding, embedding_norm, layers, config: config.clone() })
+        Ok(Self {
+            word_embeddings,
+            position_embeddings,
+            token_type_embedding,
+            embedding_norm,
+            layers,
+            config: config.clone(),
+        })
     }
 
     /// Last hidden states of a batch: `token_ids[b]` are the ids of sequence b (at most max_position_embeddings).
@@ -219,7 +277,10 @@ impl Bert {
         let batch = token_ids.len();
         let seq = token_ids.iter().map(Vec::len).max().unwrap_or(0).max(1);
         if seq > self.config.max_position_embeddings {
-            bail!("sequence of {seq} tokens is longer than max_position_embeddings {}", self.config.max_position_embeddings);
+            bail!(
+                "sequence of {seq} tokens is longer than max_position_embeddings {}",
+                self.config.max_position_embeddings
+            );
         }
         let h = self.config.hidden_size;
         let mut x = vec![0f32; batch * seq * h];
@@ -228,7 +289,10 @@ impl Bert {
             for (p, &id) in ids.iter().enumerate() {
                 let id = id as usize;
                 if id >= self.config.vocab_size {
-                    bail!("token id {id} is outside the BERT vocabulary ({})", self.config.vocab_size);
+                    bail!(
+                        "token id {id} is outside the BERT vocabulary ({})",
+                        self.config.vocab_size
+                    );
                 }
                 let row = &mut embedded[(b * seq + p) * h..(b * seq + p + 1) * h];
                 let word = &self.word_embeddings[id * h..(id + 1) * h];
@@ -236,7 +300,8 @@ impl Bert {
                 for j in 0..h {
                     row[j] = word[j] + position[j];
                 }
-                x[(b * seq + p) * h..(b * seq + p + 1) * h].copy_from_slice(&self.token_type_embedding);
+                x[(b * seq + p) * h..(b * seq + p + 1) * h]
+                    .copy_from_slice(&self.token_type_embedding);
             }
         }
         self.embedding_norm.forward_residual(&mut x, &embedded);
@@ -264,41 +329,48 @@ fn attention(qkv: &[f32], lengths: &[usize], seq: usize, hidden: usize, heads: u
     let row = 3 * hidden;
     let mut context = vec![0f32; lengths.len() * seq * hidden];
     // One task per sequence; its heads write disjoint columns of its own rows.
-    context.par_chunks_mut(seq * hidden).zip(lengths.par_iter()).enumerate().for_each(|(b, (out, &len))| {
-        let rows = &qkv[b * seq * row..(b * seq + len) * row];
-        // Keys and values of one head gathered contiguous, [len, head_dim].
-        let mut keys = vec![0f32; len * head_dim];
-        let mut values = vec![0f32; len * head_dim];
-        let mut scores = vec![0f32; len];
-        for head in 0..heads {
-            for j in 0..len {
-                let k_start = j * row + hidden + head * head_dim;
-                keys[j * head_dim..(j + 1) * head_dim].copy_from_slice(&rows[k_start..k_start + head_dim]);
-                let v_start = j * row + 2 * hidden + head * head_dim;
-                values[j * head_dim..(j + 1) * head_dim].copy_from_slice(&rows[v_start..v_start + head_dim]);
+    context
+        .par_chunks_mut(seq * hidden)
+        .zip(lengths.par_iter())
+        .enumerate()
+        .for_each(|(b, (out, &len))| {
+            let rows = &qkv[b * seq * row..(b * seq + len) * row];
+            // Keys and values of one head gathered contiguous, [len, head_dim].
+            let mut keys = vec![0f32; len * head_dim];
+            let mut values = vec![0f32; len * head_dim];
+            let mut scores = vec![0f32; len];
+            for head in 0..heads {
+                for j in 0..len {
+                    let k_start = j * row + hidden + head * head_dim;
+                    keys[j * head_dim..(j + 1) * head_dim]
+                        .copy_from_slice(&rows[k_start..k_start + head_dim]);
+                    let v_start = j * row + 2 * hidden + head * head_dim;
+                    values[j * head_dim..(j + 1) * head_dim]
+                        .copy_from_slice(&rows[v_start..v_start + head_dim]);
+                }
+                for i in 0..len {
+                    let q_start = i * row + head * head_dim;
+                    let q = &rows[q_start..q_start + head_dim];
+                    let mut max = f32::NEG_INFINITY;
+                    for (s, k) in scores.iter_mut().zip(keys.chunks_exact(head_dim)) {
+                        *s = dot(q, k) * scale;
+                        max = max.max(*s);
+                    }
+                    let mut total = 0f32;
+                    for s in scores.iter_mut() {
+                        *s = (*s - max).exp();
+                        total += *s;
+                    }
+                    let o =
+                        &mut out[i * hidden + head * head_dim..i * hidden + (head + 1) * head_dim];
+                    let inv_total = 1.0 / total;
+                    for (&p, v) in scores.iter().zip(values.chunks_exact(head_dim)) {
+                        let w = p * inv_total;
+                        o.iter_mut().zip(v).for_each(|(acc, &x)| *acc += w * x);
+                    }
+                }
             }
-            for i in 0..len {
-                let q_start = i * row + head * head_dim;
-                let q = &rows[q_start..q_start + head_dim];
-                let mut max = f32::NEG_INFINITY;
-                for (s, k) in scores.iter_mut().zip(keys.chunks_exact(head_dim)) {
-                    *s = dot(q, k) * scale;
-                    max = max.max(*s);
-                }
-                let mut total = 0f32;
-                for s in scores.iter_mut() {
-                    *s = (*s - max).exp();
-                    total += *s;
-                }
-                let o = &mut out[i * hidden + head * head_dim..i * hidden + (head + 1) * head_dim];
-                let inv_total = 1.0 / total;
-                for (&p, v) in scores.iter().zip(values.chunks_exact(head_dim)) {
-                    let w = p * inv_total;
-                    o.iter_mut().zip(v).for_each(|(acc, &x)| *acc += w * x);
-                }
-            }
-        }
-    });
+        });
     context
 }
 
@@ -311,7 +383,11 @@ fn dot(a: &[f32], b: &[f32]) -> f32 {
             acc[l] += x[l] * y[l];
         }
     }
-    let tail: f32 = a[chunks..].iter().zip(&b[chunks..]).map(|(x, y)| x * y).sum();
+    let tail: f32 = a[chunks..]
+        .iter()
+        .zip(&b[chunks..])
+        .map(|(x, y)| x * y)
+        .sum();
     acc.iter().sum::<f32>() + tail
 }
 
@@ -334,10 +410,15 @@ fn erf(x: f32) -> f32 {
                 + t * (0.096_784_18
                     + t * (-0.186_288_06
                         + t * (0.278_868_07
-                            + t * (-1.135_203_98 + t * (1.488_515_87 + t * (-0.822_152_23 + t * 0.170_872_77))))))));
+                            + t * (-1.135_203_98
+                                + t * (1.488_515_87 + t * (-0.822_152_23 + t * 0.170_872_77))))))));
     let erfc = t * poly.exp();
     let r = 1.0 - erfc;
-    if x >= 0.0 { r } else { -r }
+    if x >= 0.0 {
+        r
+    } else {
+        -r
+    }
 }
 
 /// Loads HF safetensors in f16 or f32 as f32.
@@ -355,7 +436,11 @@ mod tests {
         for i in -3500..=3500 {
             let x = i as f32 / 1000.0;
             let exact = libm_erf(x as f64);
-            assert!((erf(x) as f64 - exact).abs() < 5e-7, "erf({x}) = {} vs {exact}", erf(x));
+            assert!(
+                (erf(x) as f64 - exact).abs() < 5e-7,
+                "erf({x}) = {} vs {exact}",
+                erf(x)
+            );
         }
     }
 

@@ -26,7 +26,9 @@ impl Shard {
 impl std::str::FromStr for Shard {
     type Err = anyhow::Error;
     fn from_str(s: &str) -> Result<Self> {
-        let Some((i, n)) = s.split_once('/') else { bail!("--shard {s:?}: expected I/N, e.g. 0/4") };
+        let Some((i, n)) = s.split_once('/') else {
+            bail!("--shard {s:?}: expected I/N, e.g. 0/4")
+        };
         let (Ok(index), Ok(count)) = (i.trim().parse::<usize>(), n.trim().parse::<usize>()) else {
             bail!("--shard {s:?}: expected I/N with whole numbers, e.g. 0/4")
         };
@@ -40,7 +42,10 @@ impl std::str::FromStr for Shard {
 /// The block ranges covering `0..n_items`.
 pub fn block_ranges(n_items: usize, block_size: usize) -> Vec<Range<usize>> {
     assert!(block_size > 0, "block size must be positive");
-    (0..n_items).step_by(block_size).map(|s| s..(s + block_size).min(n_items)).collect()
+    (0..n_items)
+        .step_by(block_size)
+        .map(|s| s..(s + block_size).min(n_items))
+        .collect()
 }
 
 /// The file of block `range` in `dir`, named by its zero-padded chunk range.

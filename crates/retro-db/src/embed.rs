@@ -25,7 +25,11 @@ pub struct EmbedOptions {
 
 impl Default for EmbedOptions {
     fn default() -> Self {
-        Self { block_size: 4096, batch_size: 64, shard: Shard::ALL }
+        Self {
+            block_size: 4096,
+            batch_size: 64,
+            shard: Shard::ALL,
+        }
     }
 }
 
@@ -49,11 +53,16 @@ pub fn embedder_sha256(dir: &Path) -> Result<String> {
     let mut hasher = Sha256::new();
     let mut files: Vec<PathBuf> = std::fs::read_dir(dir)?
         .filter_map(|e| e.ok().map(|e| e.path()))
-        .filter(|p| p.extension().is_some_and(|e| e == "safetensors") || p.file_name().is_some_and(|n| n == "config.json"))
+        .filter(|p| {
+            p.extension().is_some_and(|e| e == "safetensors")
+                || p.file_name().is_some_and(|n| n == "config.json")
+        })
         .collect();
     files.sort();
     for file in files {
-        hasher.update(std::fs::read(&file).with_context(|| format!("{}: cannot read", file.display()))?);
+        hasher.update(
+            std::fs::read(&file).with_context(|| format!("{}: cannot read", file.display()))?,
+        );
     }
     Ok(retro_data::tokenizer::hex(&hasher.finalize()))
 }
@@ -62,7 +71,8 @@ pub fn read_meta(db: &Path) -> Result<EmbeddingsMeta> {
     let path = embeddings_dir(db).join("meta.json");
     let text = std::fs::read_to_string(&path)
         .with_context(|| format!("{}: missing; run `retro db embed` first", path.display()))?;
-    serde_json::from_str(&text).with_context(|| format!("{}: corrupt embeddings metadata", path.display()))
+    serde_json::from_str(&text)
+        .with_context(|| format!("{}: corrupt embeddings metadata", path.display()))
 }
 
 /// Summary of one embedding run.
@@ -87,7 +97,10 @@ pub fn embed_db(
     let dir = embeddings_dir(&db.dir);
     std::fs::create_dir_all(&dir).with_context(|| format!("{}: cannot create", dir.display()))?;
     let meta = EmbeddingsMeta {
-        embedder: std::fs::canonicalize(&embedder.dir).unwrap_or(embedder.dir.clone()).display().to_string(),
+        embedder: std::fs::canonicalize(&embedder.dir)
+            .unwrap_or(embedder.dir.clone())
+            .display()
+            .to_string(),
         embedder_sha256: embedder_sha256(&embedder.dir)?,
         spec: embedder.spec.clone(),
         block_size: options.block_size,
@@ -96,7 +109,11 @@ pub fn embed_db(
     let meta_path = dir.join("meta.json");
     if meta_path.is_file() {
         let old = read_meta(&db.dir)?;
-        if old.embedder_sha256 != meta.embedder_sha256 || old.spec != meta.spec || old.block_size != meta.block_size || old.n_chunks != meta.n_chunks {
+        if old.embedder_sha256 != meta.embedder_sha256
+            || old.spec != meta.spec
+            || old.block_size != meta.block_size
+            || old.n_chunks != meta.n_chunks
+        {
             bail!(
                 "{}: existing embeddings were made with other settings (embedder, pooling or --block-size {}); use the same settings or delete {}",
                 meta_path.display(),
@@ -108,7 +125,13 @@ pub fn embed_db(
         write_json_atomic(&meta_path, &meta)?;
     }
     let ranges = block_ranges(db.n_chunks(), options.block_size);
-    let mut report = EmbedReport { blocks_total: ranges.len(), blocks_done_before: 0, blocks_done_now: 0, chunks_embedded: 0, complete: false };
+    let mut report = EmbedReport {
+        blocks_total: ranges.len(),
+        blocks_done_before: 0,
+        blocks_done_now: 0,
+        chunks_embedded: 0,
+        complete: false,
+    };
     for (block_idx, range) in ranges.iter().enumerate() {
         let path = block_path(&dir, range, "bin");
         if block_is_done(&path, range.len(), meta.spec.dim) {
@@ -119,17 +142,31 @@ pub fn embed_db(
         if !options.shard.owns(block_idx) {
             continue;
         }
-        let texts: Vec<String> =
-            range.clone().into_par_iter().map(|chunk| db.chunk_text(chunk, tokenizer)).collect::<Result<_>>()?;
-        tracing::info!(block = block_idx, start = range.start, end = range.end, "embedding block");
+        let texts: Vec<String> = range
+            .clone()
+            .into_par_iter()
+            .map(|chunk| db.chunk_text(chunk, tokenizer))
+            .collect::<Result<_>>()?;
+        tracing::info!(
+            block = block_idx,
+            start = range.start,
+            end = range.end,
+            "embedding block"
+        );
         let vectors = embedder.embed(&texts, options.batch_size)?;
-        let flat: Vec<half::f16> = vectors.iter().flatten().map(|&x| half::f16::from_f32(x)).collect();
+        let flat: Vec<half::f16> = vectors
+            .iter()
+            .flatten()
+            .map(|&x| half::f16::from_f32(x))
+            .collect();
         write_array(&path, EMBEDDINGS_KIND, &[range.len(), meta.spec.dim], &flat)?;
         report.blocks_done_now += 1;
         report.chunks_embedded += range.len();
         on_block(range.len());
     }
-    report.complete = ranges.iter().all(|r| block_is_done(&block_path(&dir, r, "bin"), r.len(), meta.spec.dim));
+    report.complete = ranges
+        .iter()
+        .all(|r| block_is_done(&block_path(&dir, r, "bin"), r.len(), meta.spec.dim));
     Ok(report)
 }
 
@@ -148,17 +185,33 @@ impl Embeddings {
     pub fn open(db: &ChunkDb) -> Result<Self> {
         let meta = read_meta(&db.dir)?;
         if meta.n_chunks != db.n_chunks() {
-            bail!("{}: embeddings cover {} chunks, the DB has {}", embeddings_dir(&db.dir).display(), meta.n_chunks, db.n_chunks());
+            bail!(
+                "{}: embeddings cover {} chunks, the DB has {}",
+                embeddings_dir(&db.dir).display(),
+                meta.n_chunks,
+                db.n_chunks()
+            );
         }
         let dir = embeddings_dir(&db.dir);
         let blocks = block_ranges(db.n_chunks(), meta.block_size)
             .into_iter()
             .map(|range| {
                 let path = block_path(&dir, &range, "bin");
-                let array = Array::<half::f16>::open(&path, EMBEDDINGS_KIND)
-                    .with_context(|| format!("embedding block {}..{} is not done; run `retro db embed`", range.start, range.end))?;
+                let array =
+                    Array::<half::f16>::open(&path, EMBEDDINGS_KIND).with_context(|| {
+                        format!(
+                            "embedding block {}..{} is not done; run `retro db embed`",
+                            range.start, range.end
+                        )
+                    })?;
                 if array.shape() != [range.len(), meta.spec.dim] {
-                    bail!("{}: shape {:?}, expected [{}, {}]", path.display(), array.shape(), range.len(), meta.spec.dim);
+                    bail!(
+                        "{}: shape {:?}, expected [{}, {}]",
+                        path.display(),
+                        array.shape(),
+                        range.len(),
+                        meta.spec.dim
+                    );
                 }
                 Ok((range, array))
             })
@@ -179,7 +232,11 @@ impl Embeddings {
     pub fn vector(&self, i: usize) -> Vec<f32> {
         let block = i / self.meta.block_size;
         let (range, array) = &self.blocks[block];
-        array.row(i - range.start).iter().map(|x| x.to_f32()).collect()
+        array
+            .row(i - range.start)
+            .iter()
+            .map(|x| x.to_f32())
+            .collect()
     }
 
     /// f32 vectors of the given chunks, concatenated.

@@ -6,8 +6,8 @@
 //! [`Pooling::Megatron`] is the reference's rule instead (reference §3.2): the mean over positions `1..len-1`, which
 //! leaves out [CLS] and [SEP].
 
-use anyhow::{anyhow, bail, Context, Result};
 use crate::bert::{load_weights, Bert, BertConfig as Config};
+use anyhow::{anyhow, bail, Context, Result};
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
 
@@ -70,7 +70,8 @@ struct PoolingConfig {
 }
 
 fn read_json<T: serde::de::DeserializeOwned>(path: &Path) -> Result<T> {
-    let text = std::fs::read_to_string(path).with_context(|| format!("{}: cannot read", path.display()))?;
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("{}: cannot read", path.display()))?;
     serde_json::from_str(&text).with_context(|| format!("{}: invalid JSON", path.display()))
 }
 
@@ -83,14 +84,24 @@ pub fn read_spec(dir: &Path, config: &Config) -> Result<EmbedderSpec> {
         let modules: Vec<ModuleEntry> = read_json(&modules_path)?;
         for module in &modules {
             if module.kind.ends_with("models.Pooling") {
-                let pooling_config: PoolingConfig = read_json(&dir.join(&module.path).join("config.json"))?;
+                let pooling_config: PoolingConfig =
+                    read_json(&dir.join(&module.path).join("config.json"))?;
                 pooling = if pooling_config.pooling_mode_mean_tokens {
                     Pooling::Mean
                 } else if pooling_config.pooling_mode_cls_token {
                     Pooling::Cls
                 } else {
-                    let mode = if pooling_config.pooling_mode_max_tokens { "max" } else if pooling_config.pooling_mode_mean_sqrt_len_tokens { "mean_sqrt_len" } else { "none" };
-                    bail!("{}: pooling mode {mode} is not supported (mean or cls)", dir.join(&module.path).display());
+                    let mode = if pooling_config.pooling_mode_max_tokens {
+                        "max"
+                    } else if pooling_config.pooling_mode_mean_sqrt_len_tokens {
+                        "mean_sqrt_len"
+                    } else {
+                        "none"
+                    };
+                    bail!(
+                        "{}: pooling mode {mode} is not supported (mean or cls)",
+                        dir.join(&module.path).display()
+                    );
                 };
             } else if module.kind.ends_with("models.Normalize") {
                 normalize = true;
@@ -100,13 +111,21 @@ pub fn read_spec(dir: &Path, config: &Config) -> Result<EmbedderSpec> {
     let st_config = dir.join("sentence_bert_config.json");
     let max_seq_length = if st_config.is_file() {
         let value: serde_json::Value = read_json(&st_config)?;
-        value.get("max_seq_length").and_then(|v| v.as_u64()).map(|v| v as usize)
+        value
+            .get("max_seq_length")
+            .and_then(|v| v.as_u64())
+            .map(|v| v as usize)
     } else {
         None
     }
     .unwrap_or(config.max_position_embeddings)
     .min(config.max_position_embeddings);
-    Ok(EmbedderSpec { pooling, normalize, max_seq_length, dim: config.hidden_size })
+    Ok(EmbedderSpec {
+        pooling,
+        normalize,
+        max_seq_length,
+        dim: config.hidden_size,
+    })
 }
 
 fn find_weights(dir: &Path) -> Result<Vec<PathBuf>> {
@@ -117,7 +136,10 @@ fn find_weights(dir: &Path) -> Result<Vec<PathBuf>> {
         .collect();
     files.sort();
     if files.is_empty() {
-        bail!("{}: no *.safetensors weights in the model directory", dir.display());
+        bail!(
+            "{}: no *.safetensors weights in the model directory",
+            dir.display()
+        );
     }
     Ok(files)
 }
@@ -139,23 +161,39 @@ impl Embedder {
         }
         let tokenizer_path = dir.join("tokenizer.json");
         if !tokenizer_path.is_file() {
-            bail!("{}: missing (the embedder needs a tokenizers JSON file)", tokenizer_path.display());
+            bail!(
+                "{}: missing (the embedder needs a tokenizers JSON file)",
+                tokenizer_path.display()
+            );
         }
         let mut tokenizer = tokenizers::Tokenizer::from_file(&tokenizer_path)
             .map_err(|e| anyhow!("{}: cannot load tokenizer: {e}", tokenizer_path.display()))?;
         tokenizer
-            .with_truncation(Some(tokenizers::TruncationParams { max_length: spec.max_seq_length, ..Default::default() }))
+            .with_truncation(Some(tokenizers::TruncationParams {
+                max_length: spec.max_seq_length,
+                ..Default::default()
+            }))
             .map_err(|e| anyhow!("{}: {e}", tokenizer_path.display()))?;
         tokenizer.with_padding(None);
         let weights = find_weights(dir)?;
-        let vb = load_weights(&weights).with_context(|| format!("{}: cannot read safetensors", dir.display()))?;
-        let model = Bert::load(vb, &config).with_context(|| format!("{}: cannot load BERT weights", dir.display()))?;
-        Ok(Self { model, tokenizer, spec, dir: dir.to_path_buf() })
+        let vb = load_weights(&weights)
+            .with_context(|| format!("{}: cannot read safetensors", dir.display()))?;
+        let model = Bert::load(vb, &config)
+            .with_context(|| format!("{}: cannot load BERT weights", dir.display()))?;
+        Ok(Self {
+            model,
+            tokenizer,
+            spec,
+            dir: dir.to_path_buf(),
+        })
     }
 
     /// BERT token ids of `text`: [CLS] … [SEP], truncated to max_seq_length.
     pub fn token_ids(&self, text: &str) -> Result<Vec<u32>> {
-        let encoding = self.tokenizer.encode(text, true).map_err(|e| anyhow!("BERT tokenizer failed: {e}"))?;
+        let encoding = self
+            .tokenizer
+            .encode(text, true)
+            .map_err(|e| anyhow!("BERT tokenizer failed: {e}"))?;
         Ok(encoding.get_ids().to_vec())
     }
 
@@ -179,7 +217,10 @@ impl Embedder {
                 };
                 let mut pooled = vec![0f32; dim];
                 for p in positions.clone() {
-                    pooled.iter_mut().zip(states(p)).for_each(|(acc, &x)| *acc += x);
+                    pooled
+                        .iter_mut()
+                        .zip(states(p))
+                        .for_each(|(acc, &x)| *acc += x);
                 }
                 let count = positions.len();
                 if count > 0 {
@@ -198,7 +239,10 @@ impl Embedder {
     pub fn embed(&self, texts: &[String], batch_size: usize) -> Result<Vec<Vec<f32>>> {
         let token_ids: Vec<Vec<u32>> = {
             use rayon::prelude::*;
-            texts.par_iter().map(|t| self.token_ids(t)).collect::<Result<_>>()?
+            texts
+                .par_iter()
+                .map(|t| self.token_ids(t))
+                .collect::<Result<_>>()?
         };
         let mut order: Vec<usize> = (0..texts.len()).collect();
         order.sort_by_key(|&i| (token_ids[i].len(), i));

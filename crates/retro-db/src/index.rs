@@ -34,7 +34,10 @@ pub fn auto_factory(n_train: usize, dim: usize) -> String {
     }
     // One byte per 8 dimensions keeps recall high for sentence embeddings (PQ48 for 384-d MiniLM), and m must divide
     // the OPQ output dimension.
-    let pq_m = [64, 48, 32, 24, 16, 8].into_iter().find(|&m| dim % m == 0 && m <= dim / 8).unwrap_or(8);
+    let pq_m = [64, 48, 32, 24, 16, 8]
+        .into_iter()
+        .find(|&m| dim % m == 0 && m <= dim / 8)
+        .unwrap_or(8);
     // `np`: no polysemous training. Faiss otherwise reorders PQ codes by simulated annealing for Hamming filtering,
     // which we never use; on the 20k-chunk wiki DB it took 282 s of a 319 s training (docs/benchmarks.md).
     format!("OPQ{pq_m}_{dim},IVF{nlist}_HNSW32,PQ{pq_m}np")
@@ -44,14 +47,27 @@ pub fn auto_factory(n_train: usize, dim: usize) -> String {
 pub fn default_search_params(factory: &str) -> SearchParams {
     match ivf_nlist(factory) {
         // On the wiki DB (532 lists) self-recall@2 is 0.994 from nprobe 16 up; recall@10 is bounded by PQ (0.80-0.82).
-        Some(nlist) => SearchParams { nprobe: Some((nlist / 16).clamp(16, 256).min(nlist)), ef_search: Some(64) },
-        None => SearchParams { nprobe: None, ef_search: if factory.contains("HNSW") { Some(128) } else { None } },
+        Some(nlist) => SearchParams {
+            nprobe: Some((nlist / 16).clamp(16, 256).min(nlist)),
+            ef_search: Some(64),
+        },
+        None => SearchParams {
+            nprobe: None,
+            ef_search: if factory.contains("HNSW") {
+                Some(128)
+            } else {
+                None
+            },
+        },
     }
 }
 
 fn ivf_nlist(factory: &str) -> Option<usize> {
     let start = factory.find("IVF")? + 3;
-    let digits: String = factory[start..].chars().take_while(|c| c.is_ascii_digit()).collect();
+    let digits: String = factory[start..]
+        .chars()
+        .take_while(|c| c.is_ascii_digit())
+        .collect();
     digits.parse().ok()
 }
 
@@ -86,7 +102,13 @@ pub struct IndexOptions {
 
 impl Default for IndexOptions {
     fn default() -> Self {
-        Self { factory: "auto".into(), train_sample: None, sample_seed: 1234, search: None, add_block_size: 65536 }
+        Self {
+            factory: "auto".into(),
+            train_sample: None,
+            sample_seed: 1234,
+            search: None,
+            add_block_size: 65536,
+        }
     }
 }
 
@@ -150,7 +172,11 @@ pub fn build_index(
     let train_rows = db.train_chunk_ids();
     let n_train = train_rows.len();
     let dim = embeddings.dim();
-    let factory = if options.factory == "auto" { auto_factory(n_train, dim) } else { options.factory.clone() };
+    let factory = if options.factory == "auto" {
+        auto_factory(n_train, dim)
+    } else {
+        options.factory.clone()
+    };
     if let Some(nlist) = ivf_nlist(&factory) {
         if nlist > n_train {
             bail!("--index {factory}: {nlist} IVF lists need at least {nlist} train chunks, the DB has {n_train}; use --index auto");
@@ -163,7 +189,9 @@ pub fn build_index(
         None => n_train.min(PQ_CENTROIDS * MIN_POINTS_PER_CENTROID * 4),
     };
     let n_sample = options.train_sample.unwrap_or(default_sample).min(n_train);
-    let search = options.search.unwrap_or_else(|| default_search_params(&factory));
+    let search = options
+        .search
+        .unwrap_or_else(|| default_search_params(&factory));
     let meta = IndexMeta {
         factory: factory.clone(),
         metric: "inner_product".into(),
@@ -175,8 +203,12 @@ pub fn build_index(
     };
     let meta_path = dir.join("index.json");
     if let Ok(text) = std::fs::read_to_string(&meta_path) {
-        let old: IndexMeta = serde_json::from_str(&text).with_context(|| format!("{}: corrupt", meta_path.display()))?;
-        if old.factory != meta.factory || old.n_train_sample != meta.n_train_sample || old.sample_seed != meta.sample_seed {
+        let old: IndexMeta = serde_json::from_str(&text)
+            .with_context(|| format!("{}: corrupt", meta_path.display()))?;
+        if old.factory != meta.factory
+            || old.n_train_sample != meta.n_train_sample
+            || old.sample_seed != meta.sample_seed
+        {
             bail!(
                 "{}: an index {:?} trained on {} vectors exists; use the same options or delete {}",
                 meta_path.display(),
@@ -186,7 +218,12 @@ pub fn build_index(
             );
         }
         if index_path(&db.dir).is_file() && old.ntotal == n_train {
-            return Ok(IndexReport { factory, trained_now: false, rows_added_now: 0, ntotal: n_train });
+            return Ok(IndexReport {
+                factory,
+                trained_now: false,
+                rows_added_now: 0,
+                ntotal: n_train,
+            });
         }
     }
     write_json_atomic(&meta_path, &meta)?;
@@ -212,10 +249,15 @@ pub fn build_index(
             let rows: usize = serde_json::from_str::<serde_json::Value>(&text)?
                 .get("rows")
                 .and_then(|v| v.as_u64())
-                .ok_or_else(|| anyhow!("{}: corrupt", adding_meta.display()))? as usize;
+                .ok_or_else(|| anyhow!("{}: corrupt", adding_meta.display()))?
+                as usize;
             let index = FactoryIndex::read(&adding_path, &factory)?;
             if index.ntotal() != rows {
-                bail!("{}: holds {} vectors, adding.json says {rows}; delete both to restart adding", adding_path.display(), index.ntotal());
+                bail!(
+                    "{}: holds {} vectors, adding.json says {rows}; delete both to restart adding",
+                    adding_path.display(),
+                    index.ntotal()
+                );
             }
             (index, rows)
         }
@@ -225,7 +267,10 @@ pub fn build_index(
     let rows_before = rows_done;
     while rows_done < n_train {
         let end = (rows_done + options.add_block_size).min(n_train);
-        let chunks: Vec<usize> = train_rows[rows_done..end].iter().map(|&c| c as usize).collect();
+        let chunks: Vec<usize> = train_rows[rows_done..end]
+            .iter()
+            .map(|&c| c as usize)
+            .collect();
         index.add(&embeddings.gather(&chunks))?;
         on_added(end - rows_done);
         rows_done = end;
@@ -235,16 +280,31 @@ pub fn build_index(
         }
     }
     index.write(&index_path(&db.dir))?;
-    write_json_atomic(&meta_path, &IndexMeta { ntotal: n_train, ..meta })?;
+    write_json_atomic(
+        &meta_path,
+        &IndexMeta {
+            ntotal: n_train,
+            ..meta
+        },
+    )?;
     let _ = std::fs::remove_file(&adding_path);
     let _ = std::fs::remove_file(&adding_meta);
-    Ok(IndexReport { factory, trained_now, rows_added_now: rows_done - rows_before, ntotal: n_train })
+    Ok(IndexReport {
+        factory,
+        trained_now,
+        rows_added_now: rows_done - rows_before,
+        ntotal: n_train,
+    })
 }
 
 pub fn write_index_atomic(index: &faiss::index::IndexImpl, path: &Path) -> Result<()> {
     let tmp = temporary_path(path);
-    faiss::write_index(index, tmp.to_str().ok_or_else(|| anyhow!("{}: path is not UTF-8", tmp.display()))?)
-        .map_err(faiss_err(&tmp, "cannot write index"))?;
+    faiss::write_index(
+        index,
+        tmp.to_str()
+            .ok_or_else(|| anyhow!("{}: path is not UTF-8", tmp.display()))?,
+    )
+    .map_err(faiss_err(&tmp, "cannot write index"))?;
     commit_temporary(path)
 }
 
@@ -257,27 +317,49 @@ pub struct FactoryIndex {
 
 impl FactoryIndex {
     pub fn new(factory: &str, dim: usize) -> Result<Self> {
-        let index = faiss::index_factory(dim as u32, factory, MetricType::InnerProduct)
-            .map_err(|e| anyhow!("--index {factory:?}: Faiss cannot build this factory string: {e}"))?;
-        Ok(Self { index, factory: factory.to_string(), dim })
+        let index =
+            faiss::index_factory(dim as u32, factory, MetricType::InnerProduct).map_err(|e| {
+                anyhow!("--index {factory:?}: Faiss cannot build this factory string: {e}")
+            })?;
+        Ok(Self {
+            index,
+            factory: factory.to_string(),
+            dim,
+        })
     }
 
     /// Reads an index file, memory-mapped where Faiss allows it.
     pub fn read(path: &Path, factory: &str) -> Result<Self> {
-        let path_str = path.to_str().ok_or_else(|| anyhow!("{}: path is not UTF-8", path.display()))?;
-        let index = faiss::index::io::read_index_with_flags(path_str, faiss::index::io_flags::IoFlags::MEM_MAP)
-            .or_else(|_| faiss::read_index(path_str))
-            .map_err(faiss_err(path, "not a readable Faiss index (truncated or foreign?)"))?;
+        let path_str = path
+            .to_str()
+            .ok_or_else(|| anyhow!("{}: path is not UTF-8", path.display()))?;
+        let index = faiss::index::io::read_index_with_flags(
+            path_str,
+            faiss::index::io_flags::IoFlags::MEM_MAP,
+        )
+        .or_else(|_| faiss::read_index(path_str))
+        .map_err(faiss_err(
+            path,
+            "not a readable Faiss index (truncated or foreign?)",
+        ))?;
         let dim = index.d() as usize;
-        Ok(Self { index, factory: factory.to_string(), dim })
+        Ok(Self {
+            index,
+            factory: factory.to_string(),
+            dim,
+        })
     }
 
     pub fn train(&mut self, vectors: &[f32]) -> Result<()> {
-        self.index.train(vectors).map_err(|e| anyhow!("training index {} failed: {e}", self.factory))
+        self.index
+            .train(vectors)
+            .map_err(|e| anyhow!("training index {} failed: {e}", self.factory))
     }
 
     pub fn add(&mut self, vectors: &[f32]) -> Result<()> {
-        self.index.add(vectors).map_err(|e| anyhow!("adding to index {} failed: {e}", self.factory))
+        self.index
+            .add(vectors)
+            .map_err(|e| anyhow!("adding to index {} failed: {e}", self.factory))
     }
 
     pub fn ntotal(&self) -> usize {
@@ -290,13 +372,22 @@ impl FactoryIndex {
 
     /// Applies nprobe / efSearch where the index type has them.
     pub fn set_search_params(&mut self, search: SearchParams) -> Result<()> {
-        let space = faiss::index::autotune::ParameterSpace::new().map_err(|e| anyhow!("Faiss: {e}"))?;
+        let space =
+            faiss::index::autotune::ParameterSpace::new().map_err(|e| anyhow!("Faiss: {e}"))?;
         if let Some(nprobe) = search.nprobe.filter(|_| self.factory.contains("IVF")) {
-            space.set_index_parameter(&self.index, "nprobe", nprobe as f64).map_err(|e| anyhow!("cannot set nprobe: {e}"))?;
+            space
+                .set_index_parameter(&self.index, "nprobe", nprobe as f64)
+                .map_err(|e| anyhow!("cannot set nprobe: {e}"))?;
         }
         if let Some(ef) = search.ef_search.filter(|_| self.factory.contains("HNSW")) {
-            let name = if self.factory.contains("IVF") { "quantizer_efSearch" } else { "efSearch" };
-            space.set_index_parameter(&self.index, name, ef as f64).map_err(|e| anyhow!("cannot set {name}: {e}"))?;
+            let name = if self.factory.contains("IVF") {
+                "quantizer_efSearch"
+            } else {
+                "efSearch"
+            };
+            space
+                .set_index_parameter(&self.index, name, ef as f64)
+                .map_err(|e| anyhow!("cannot set {name}: {e}"))?;
         }
         Ok(())
     }
@@ -305,7 +396,10 @@ impl FactoryIndex {
     /// dropped.
     pub fn search(&mut self, queries: &[f32], k: usize) -> Result<Vec<Vec<(i64, f32)>>> {
         let k = k.min(self.ntotal()).max(1);
-        let result = self.index.search(queries, k).map_err(|e| anyhow!("Faiss search failed: {e}"))?;
+        let result = self
+            .index
+            .search(queries, k)
+            .map_err(|e| anyhow!("Faiss search failed: {e}"))?;
         let n = queries.len() / self.dim;
         Ok((0..n)
             .map(|q| {
@@ -330,16 +424,31 @@ impl RetrievalIndex {
     /// Opens `DB/index/index.faissindex` (memory-mapped where Faiss allows it) and applies the search settings.
     pub fn open(db: &Path, search: Option<SearchParams>) -> Result<Self> {
         let meta_path = index_dir(db).join("index.json");
-        let text = std::fs::read_to_string(&meta_path)
-            .with_context(|| format!("{}: missing; run `retro db index` first", meta_path.display()))?;
-        let meta: IndexMeta = serde_json::from_str(&text).with_context(|| format!("{}: corrupt", meta_path.display()))?;
+        let text = std::fs::read_to_string(&meta_path).with_context(|| {
+            format!(
+                "{}: missing; run `retro db index` first",
+                meta_path.display()
+            )
+        })?;
+        let meta: IndexMeta = serde_json::from_str(&text)
+            .with_context(|| format!("{}: corrupt", meta_path.display()))?;
         let path = index_path(db);
         if !path.is_file() {
-            bail!("{}: missing; the index stage has not finished (run `retro db index`)", path.display());
+            bail!(
+                "{}: missing; the index stage has not finished (run `retro db index`)",
+                path.display()
+            );
         }
         let index = FactoryIndex::read(&path, &meta.factory)?;
         if index.ntotal() != meta.ntotal || index.dim != meta.dim {
-            bail!("{}: holds {} vectors of dimension {}, index.json says {} of {}", path.display(), index.ntotal(), index.dim, meta.ntotal, meta.dim);
+            bail!(
+                "{}: holds {} vectors of dimension {}, index.json says {} of {}",
+                path.display(),
+                index.ntotal(),
+                index.dim,
+                meta.ntotal,
+                meta.dim
+            );
         }
         let mut this = Self { index, meta };
         let search = search.unwrap_or(this.meta.search);
@@ -368,7 +477,9 @@ impl RetrievalIndex {
 
     /// Bytes of the index file on disk.
     pub fn file_bytes(db: &Path) -> u64 {
-        std::fs::metadata(index_path(db)).map(|m| m.len()).unwrap_or(0)
+        std::fs::metadata(index_path(db))
+            .map(|m| m.len())
+            .unwrap_or(0)
     }
 }
 
@@ -381,7 +492,10 @@ mod tests {
         assert_eq!(auto_factory(500, 384), "Flat");
         assert_eq!(auto_factory(9000, 384), "Flat");
         let f = auto_factory(20_000, 384);
-        assert!(f.starts_with("OPQ48_384,IVF") && f.ends_with("_HNSW32,PQ48np"), "{f}");
+        assert!(
+            f.starts_with("OPQ48_384,IVF") && f.ends_with("_HNSW32,PQ48np"),
+            "{f}"
+        );
         // nlist near 4·sqrt(N) but never fewer than 39 training vectors per list.
         for n in [12_000usize, 20_000, 100_000, 10_000_000] {
             let f = auto_factory(n, 384);

@@ -29,7 +29,12 @@ pub struct NeighborOptions {
 
 impl Default for NeighborOptions {
     fn default() -> Self {
-        Self { query_k: 200, save_k: 20, block_size: 4096, shard: Shard::ALL }
+        Self {
+            query_k: 200,
+            save_k: 20,
+            block_size: 4096,
+            shard: Shard::ALL,
+        }
     }
 }
 
@@ -88,11 +93,16 @@ pub fn query_neighbors(
     on_block: &dyn Fn(usize),
 ) -> Result<NeighborReport> {
     if options.save_k == 0 || options.query_k < options.save_k {
-        bail!("--save-k must be positive and at most --query-k ({} > {})", options.save_k, options.query_k);
+        bail!(
+            "--save-k must be positive and at most --query-k ({} > {})",
+            options.save_k,
+            options.query_k
+        );
     }
     let dir = neighbors_dir(&db.dir);
     let blocks_dir = dir.join("blocks");
-    std::fs::create_dir_all(&blocks_dir).with_context(|| format!("{}: cannot create", blocks_dir.display()))?;
+    std::fs::create_dir_all(&blocks_dir)
+        .with_context(|| format!("{}: cannot create", blocks_dir.display()))?;
     let meta = NeighborsMeta {
         query_k: options.query_k,
         save_k: options.save_k,
@@ -102,20 +112,29 @@ pub fn query_neighbors(
     };
     let meta_path = dir.join("meta.json");
     if let Ok(text) = std::fs::read_to_string(&meta_path) {
-        let old: NeighborsMeta = serde_json::from_str(&text).with_context(|| format!("{}: corrupt", meta_path.display()))?;
+        let old: NeighborsMeta = serde_json::from_str(&text)
+            .with_context(|| format!("{}: corrupt", meta_path.display()))?;
         if old != meta {
             bail!("{}: neighbours were queried with other settings ({old:?}); use the same or delete {}", meta_path.display(), dir.display());
         }
         if dir.join("ids.bin").is_file() && dir.join("scores.bin").is_file() {
             on_block(db.n_chunks());
-            return Ok(NeighborReport { blocks_total: 0, blocks_done_now: 0, complete: true });
+            return Ok(NeighborReport {
+                blocks_total: 0,
+                blocks_done_now: 0,
+                complete: true,
+            });
         }
     } else {
         write_json_atomic(&meta_path, &meta)?;
     }
     let train_rows = db.train_chunk_ids();
     let ranges = block_ranges(db.n_chunks(), options.block_size);
-    let mut report = NeighborReport { blocks_total: ranges.len(), blocks_done_now: 0, complete: false };
+    let mut report = NeighborReport {
+        blocks_total: ranges.len(),
+        blocks_done_now: 0,
+        complete: false,
+    };
     for (block_idx, range) in ranges.iter().enumerate() {
         let ids_path = block_path(&blocks_dir, range, "ids");
         let scores_path = block_path(&blocks_dir, range, "scores");
@@ -126,7 +145,12 @@ pub fn query_neighbors(
         if !options.shard.owns(block_idx) {
             continue;
         }
-        tracing::info!(block = block_idx, start = range.start, end = range.end, "querying neighbours");
+        tracing::info!(
+            block = block_idx,
+            start = range.start,
+            end = range.end,
+            "querying neighbours"
+        );
         let chunks: Vec<usize> = range.clone().collect();
         let queries = embeddings.gather(&chunks);
         let hits = index.search(&queries, options.query_k)?;
@@ -144,12 +168,20 @@ pub fn query_neighbors(
             scores.extend(s);
         }
         // Scores first: the ids file marks the block as done.
-        write_array(&scores_path, SCORES_KIND, &[range.len(), options.save_k], &scores)?;
+        write_array(
+            &scores_path,
+            SCORES_KIND,
+            &[range.len(), options.save_k],
+            &scores,
+        )?;
         write_array(&ids_path, IDS_KIND, &[range.len(), options.save_k], &ids)?;
         report.blocks_done_now += 1;
         on_block(range.len());
     }
-    let all_done = ranges.iter().all(|r| block_path(&blocks_dir, r, "ids").is_file() && block_path(&blocks_dir, r, "scores").is_file());
+    let all_done = ranges.iter().all(|r| {
+        block_path(&blocks_dir, r, "ids").is_file()
+            && block_path(&blocks_dir, r, "scores").is_file()
+    });
     if all_done {
         merge_blocks(&dir, &ranges, options.save_k)?;
         report.complete = true;
@@ -160,14 +192,20 @@ pub fn query_neighbors(
 fn merge_blocks(dir: &Path, ranges: &[std::ops::Range<usize>], save_k: usize) -> Result<()> {
     let blocks_dir = dir.join("blocks");
     let mut ids_out = ArrayWriter::<i64>::create(&dir.join("ids.bin"), IDS_KIND, &[save_k])?;
-    let mut scores_out = ArrayWriter::<f32>::create(&dir.join("scores.bin"), SCORES_KIND, &[save_k])?;
+    let mut scores_out =
+        ArrayWriter::<f32>::create(&dir.join("scores.bin"), SCORES_KIND, &[save_k])?;
     for range in ranges {
-        ids_out.push(Array::<i64>::open(&block_path(&blocks_dir, range, "ids"), IDS_KIND)?.as_slice())?;
-        scores_out.push(Array::<f32>::open(&block_path(&blocks_dir, range, "scores"), SCORES_KIND)?.as_slice())?;
+        ids_out.push(
+            Array::<i64>::open(&block_path(&blocks_dir, range, "ids"), IDS_KIND)?.as_slice(),
+        )?;
+        scores_out.push(
+            Array::<f32>::open(&block_path(&blocks_dir, range, "scores"), SCORES_KIND)?.as_slice(),
+        )?;
     }
     scores_out.finish()?;
     ids_out.finish()?;
-    std::fs::remove_dir_all(&blocks_dir).with_context(|| format!("{}: cannot remove merged blocks", blocks_dir.display()))
+    std::fs::remove_dir_all(&blocks_dir)
+        .with_context(|| format!("{}: cannot remove merged blocks", blocks_dir.display()))
 }
 
 /// The merged neighbour arrays of a DB.
@@ -181,14 +219,24 @@ impl Neighbors {
     pub fn open(db: &ChunkDb) -> Result<Self> {
         let dir = neighbors_dir(&db.dir);
         let meta_path = dir.join("meta.json");
-        let text = std::fs::read_to_string(&meta_path)
-            .with_context(|| format!("{}: missing; run `retro db neighbors` first", meta_path.display()))?;
-        let meta: NeighborsMeta = serde_json::from_str(&text).with_context(|| format!("{}: corrupt", meta_path.display()))?;
+        let text = std::fs::read_to_string(&meta_path).with_context(|| {
+            format!(
+                "{}: missing; run `retro db neighbors` first",
+                meta_path.display()
+            )
+        })?;
+        let meta: NeighborsMeta = serde_json::from_str(&text)
+            .with_context(|| format!("{}: corrupt", meta_path.display()))?;
         let ids = Array::<i64>::open(&dir.join("ids.bin"), IDS_KIND)
             .context("neighbours are not finished; run `retro db neighbors`")?;
         let scores = Array::<f32>::open(&dir.join("scores.bin"), SCORES_KIND)?;
         if ids.shape() != [db.n_chunks(), meta.save_k] || scores.shape() != ids.shape() {
-            bail!("{}: neighbour arrays do not match the DB ({} chunks × {})", dir.display(), db.n_chunks(), meta.save_k);
+            bail!(
+                "{}: neighbour arrays do not match the DB ({} chunks × {})",
+                dir.display(),
+                db.n_chunks(),
+                meta.save_k
+            );
         }
         Ok(Self { ids, scores, meta })
     }

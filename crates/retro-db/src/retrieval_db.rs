@@ -41,9 +41,13 @@ impl RetrievalDb {
         let chunks = ChunkDb::open(dir)?;
         let tokenizer = chunks.tokenizer()?;
         let meta = read_meta(dir)?;
-        let embedder_dir = embedder.map(Path::to_path_buf).unwrap_or_else(|| PathBuf::from(&meta.embedder));
-        let embedder = Embedder::load(&embedder_dir, Some(meta.spec.pooling))
-            .with_context(|| format!("cannot load the DB's embedder (pass --embedder DIR to point at it)"))?;
+        let embedder_dir = embedder
+            .map(Path::to_path_buf)
+            .unwrap_or_else(|| PathBuf::from(&meta.embedder));
+        let embedder =
+            Embedder::load(&embedder_dir, Some(meta.spec.pooling)).with_context(|| {
+                format!("cannot load the DB's embedder (pass --embedder DIR to point at it)")
+            })?;
         let sha = crate::embed::embedder_sha256(&embedder_dir)?;
         if sha != meta.embedder_sha256 {
             anyhow::bail!(
@@ -55,7 +59,12 @@ impl RetrievalDb {
             );
         }
         let index = RetrievalIndex::open(dir, search)?;
-        Ok(Self { chunks, tokenizer, embedder, index })
+        Ok(Self {
+            chunks,
+            tokenizer,
+            embedder,
+            index,
+        })
     }
 
     /// The `k` train chunks nearest to free `text`.
@@ -80,7 +89,12 @@ impl RetrievalDb {
 }
 
 /// The saved neighbours of `chunk`, each with its continuation (the next chunk of its document, when there is one).
-pub fn neighbor_hits(chunks: &ChunkDb, tokenizer: &GptTokenizer, neighbors: &Neighbors, chunk: usize) -> Result<Vec<NeighborHit>> {
+pub fn neighbor_hits(
+    chunks: &ChunkDb,
+    tokenizer: &GptTokenizer,
+    neighbors: &Neighbors,
+    chunk: usize,
+) -> Result<Vec<NeighborHit>> {
     neighbors
         .ids(chunk)
         .iter()
@@ -92,7 +106,12 @@ pub fn neighbor_hits(chunks: &ChunkDb, tokenizer: &GptTokenizer, neighbors: &Nei
             if let Some(next) = chunks.continuation(id) {
                 tokens.extend(chunks.chunk_tokens(next));
             }
-            Ok(NeighborHit { chunk: id, doc: chunks.chunk_info(id).doc, score, text: tokenizer.decode(&tokens)? })
+            Ok(NeighborHit {
+                chunk: id,
+                doc: chunks.chunk_info(id).doc,
+                score,
+                text: tokenizer.decode(&tokens)?,
+            })
         })
         .collect()
 }

@@ -28,13 +28,22 @@ pub struct DbStats {
 }
 
 /// Counts, index size, and recall measured on `sample` train chunks at the index's current search settings.
-pub fn db_stats(db: &ChunkDb, embeddings: &Embeddings, index: &mut RetrievalIndex, sample: usize) -> Result<DbStats> {
+pub fn db_stats(
+    db: &ChunkDb,
+    embeddings: &Embeddings,
+    index: &mut RetrievalIndex,
+    sample: usize,
+) -> Result<DbStats> {
     let train_rows = db.train_chunk_ids();
     let rows = sample_rows(train_rows.len(), sample, 99);
     let chunks: Vec<usize> = rows.iter().map(|&r| train_rows[r] as usize).collect();
     let queries = embeddings.gather(&chunks);
     let approx = index.search(&queries, 10)?;
-    let self_hits = rows.iter().zip(&approx).filter(|(&row, hits)| hits.iter().take(2).any(|&(r, _)| r == row as i64)).count();
+    let self_hits = rows
+        .iter()
+        .zip(&approx)
+        .filter(|(&row, hits)| hits.iter().take(2).any(|&(r, _)| r == row as i64))
+        .count();
 
     // Exact top 10 from a flat inner-product index over every train vector.
     let mut exact_index = FactoryIndex::new("Flat", embeddings.dim())?;

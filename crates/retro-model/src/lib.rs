@@ -43,11 +43,11 @@ pub use config::{LlamaConfig, RopeLayout};
 pub use decoder::{DecoderLayer, Llama};
 pub use kv_cache::KvCache;
 pub use retro::RetroModel;
-pub use retro_generate::{
-    generate, generate_plain, pad_tokens, GenerateOptions, Generation, Mode, Neighbor, RetroCache,
-    Retrieval, Retriever,
-};
-pub use sampling::{Sampler, SamplingOptions};
 pub use retro_config::{default_retro_layer_numbers, RetroConfig, RetroOptions};
+pub use retro_generate::{
+    generate, generate_plain, pad_tokens, GenerateOptions, Generation, Mode, Neighbor, Retrieval,
+    Retriever, RetroCache,
+};
 pub use retro_weights::{retrofit, CcaInit, ParamCounts, RetroInit, RetroWeights};
+pub use sampling::{Sampler, SamplingOptions};
 pub use weights::{Source, Weights};

@@ -9,9 +9,9 @@ use std::path::PathBuf;
 
 use anyhow::Result;
 use candle_core::{Device, Tensor};
+use common::max_abs_diff;
 use retro_model::generate::greedy;
 use retro_model::tiny::random_ids;
-use common::max_abs_diff;
 use retro_model::{
     generate, retrofit, CcaInit, GenerateOptions, Mode, Neighbor, Retriever, RetroInit,
     RetroOptions, SamplingOptions, Weights,
