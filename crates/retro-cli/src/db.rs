@@ -354,15 +354,10 @@ fn index_stage(db_dir: &Path, flags: &IndexFlags) -> Result<retro_db::index::Ind
     let options = IndexOptions {
         factory: flags.factory.clone(),
         train_sample: flags.train_sample,
-        search: flags
-            .search
-            .params(retro_db::index::default_search_params(
-                &if flags.factory == "auto" {
-                    retro_db::auto_factory(db.manifest.n_chunks_train, embeddings.dim())
-                } else {
-                    flags.factory.clone()
-                },
-            )),
+        search: SearchParams {
+            nprobe: flags.search.nprobe,
+            ef_search: flags.search.ef_search,
+        },
         ..Default::default()
     };
     let progress = bar(db.manifest.n_chunks_train as u64, "index");

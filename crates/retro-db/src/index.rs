@@ -95,7 +95,8 @@ pub struct IndexOptions {
     /// Vectors to train on; `None` = every train chunk, capped at 256 per IVF list (and all of a small corpus).
     pub train_sample: Option<usize>,
     pub sample_seed: u64,
-    pub search: Option<SearchParams>,
+    /// Search settings stored with the index; a field left `None` takes the default for the factory string.
+    pub search: SearchParams,
     /// Train chunks added between checkpoints.
     pub add_block_size: usize,
 }
@@ -106,7 +107,7 @@ impl Default for IndexOptions {
             factory: "auto".into(),
             train_sample: None,
             sample_seed: 1234,
-            search: None,
+            search: SearchParams::default(),
             add_block_size: 65536,
         }
     }
@@ -189,9 +190,11 @@ pub fn build_index(
         None => n_train.min(PQ_CENTROIDS * MIN_POINTS_PER_CENTROID * 4),
     };
     let n_sample = options.train_sample.unwrap_or(default_sample).min(n_train);
-    let search = options
-        .search
-        .unwrap_or_else(|| default_search_params(&factory));
+    let defaults = default_search_params(&factory);
+    let search = SearchParams {
+        nprobe: options.search.nprobe.or(defaults.nprobe),
+        ef_search: options.search.ef_search.or(defaults.ef_search),
+    };
     let meta = IndexMeta {
         factory: factory.clone(),
         metric: "inner_product".into(),

@@ -47,17 +47,9 @@ pub fn db_stats(
 
     // Exact top 10 from a flat inner-product index over every train vector.
     let mut exact_index = FactoryIndex::new("Flat", embeddings.dim())?;
-    for (range, block) in embeddings.blocks() {
-        let in_block: Vec<usize> = train_rows
-            .iter()
-            .map(|&c| c as usize)
-            .filter(|c| range.contains(c))
-            .collect();
-        let mut vectors = Vec::with_capacity(in_block.len() * embeddings.dim());
-        for c in in_block {
-            vectors.extend(block.row(c - range.start).iter().map(|x| x.to_f32()));
-        }
-        exact_index.add(&vectors)?;
+    for rows in train_rows.chunks(65536) {
+        let chunks: Vec<usize> = rows.iter().map(|&c| c as usize).collect();
+        exact_index.add(&embeddings.gather(&chunks))?;
     }
     let k = 10.min(train_rows.len());
     let exact = exact_index.search(&queries, k)?;
