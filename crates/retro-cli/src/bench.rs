@@ -6,12 +6,22 @@ use std::io::BufRead;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
+use retro_model::candle_core::{Device, Tensor};
+use retro_model::retro_config::is_retro_checkpoint;
+use retro_model::{RetroWeights, Weights};
+
 #[derive(Subcommand)]
 pub enum BenchCommand {
     /// Embed the texts of a jsonl file ({"text": ...} per line) and report throughput.
     Embed(EmbedBench),
     /// Train, fill and search a Faiss index on vectors from a .npy file and report times and recall@k.
     Index(IndexBench),
+    /// Time the Retro model's forward (and, with --backward, loss + backward) on seeded inputs.
+    Forward(ForwardBench),
+    /// Time greedy decoding with the plain decoder and its KV cache (no stop tokens), prompt given as ids.
+    Decode(DecodeBench),
+    /// Write the seeded tiny Retro checkpoint of the numpy fixture (for bench/retro_torch.py's self-check).
+    TinyRetro(TinyRetroBench),
 }
 
 #[derive(Args)]
@@ -52,11 +62,238 @@ pub struct IndexBench {
     json: bool,
 }
 
+#[derive(Args)]
+pub struct ForwardBench {
+    /// Retro checkpoint directory (from `retro model retrofit`).
+    #[arg(long)]
+    model: PathBuf,
+    #[arg(long, default_value_t = 4)]
+    batch: usize,
+    #[arg(long, default_value_t = 512)]
+    seq: usize,
+    /// Timed steps (after one untimed warm-up step unless --warmup 0).
+    #[arg(long, default_value_t = 3)]
+    steps: usize,
+    #[arg(long, default_value_t = 1)]
+    warmup: usize,
+    /// Also compute the mean next-token cross-entropy and its gradient for every parameter (trainable model).
+    #[arg(long)]
+    backward: bool,
+    /// Run without neighbours (the Retro layers skip CCA and the encoder).
+    #[arg(long)]
+    no_retrieval: bool,
+    /// Seed of the inputs (see [`seeded_inputs`]; bench/retro_torch.py draws the same).
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+    /// Write the logits of the first step as a float32 .npy file (batch, seq, vocab).
+    #[arg(long)]
+    dump_logits: Option<PathBuf>,
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Args)]
+pub struct DecodeBench {
+    /// A GPT (HF directory, GGUF, directory with a GGUF) or a Retro checkpoint (its decoder is used).
+    #[arg(long)]
+    model: PathBuf,
+    /// Prompt token ids, comma-separated.
+    #[arg(long, value_delimiter = ',', required = true)]
+    prompt_ids: Vec<u32>,
+    #[arg(long, default_value_t = 64)]
+    max_new: usize,
+    /// Timed repetitions (after one untimed warm-up generation of 4 tokens).
+    #[arg(long, default_value_t = 1)]
+    repeats: usize,
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Args)]
+pub struct TinyRetroBench {
+    /// Checkpoint directory to write.
+    #[arg(long)]
+    out: PathBuf,
+    /// The fixture's seed (crates/retro-model/tests/retro_numpy.rs).
+    #[arg(long, default_value_t = 2024)]
+    seed: u64,
+}
+
 pub fn run(command: BenchCommand) -> Result<()> {
     match command {
         BenchCommand::Embed(args) => embed(args),
         BenchCommand::Index(args) => index(args),
+        BenchCommand::Forward(args) => forward(args),
+        BenchCommand::Decode(args) => decode(args),
+        BenchCommand::TinyRetro(args) => tiny_retro(args),
     }
+}
+
+/// The inputs of `retro bench forward`: one SplitMix64 stream seeded with `seed`, each id
+/// `next_u64() % vocab`, first the token ids row-major `(batch, seq)`, then the neighbour tokens
+/// row-major `(batch, l, k, r)`, l = ceil(seq / m). bench/retro_torch.py (`seeded_inputs`) draws
+/// the same numbers.
+pub fn seeded_inputs(
+    batch: usize,
+    seq: usize,
+    vocab: usize,
+    nb_shape: (usize, usize, usize),
+    seed: u64,
+) -> (Vec<u32>, Vec<u32>) {
+    let mut rng = retro_model::tiny::SplitMix64::new(seed);
+    let mut draw = |n: usize| -> Vec<u32> {
+        (0..n)
+            .map(|_| (rng.next_u64() % vocab as u64) as u32)
+            .collect()
+    };
+    let ids = draw(batch * seq);
+    let (l, k, r) = nb_shape;
+    let nb = draw(batch * l * k * r);
+    (ids, nb)
+}
+
+/// Mean next-token cross-entropy of `logits` `(b, ns, V)` against `ids` `(b, ns)`: positions
+/// `0..ns-1` predict `1..ns`. Built from differentiable ops.
+fn next_token_loss(logits: &Tensor, ids: &Tensor) -> Result<Tensor> {
+    let (b, ns, v) = logits.dims3()?;
+    let n = b * (ns - 1);
+    let x = logits.narrow(1, 0, ns - 1)?.reshape((n, v))?;
+    let targets = ids.narrow(1, 1, ns - 1)?.reshape((n, 1))?;
+    let lse = x.log_sum_exp(1)?;
+    let picked = x.gather(&targets, 1)?.squeeze(1)?;
+    Ok((lse - picked)?.mean_all()?)
+}
+
+fn forward(args: ForwardBench) -> Result<()> {
+    if args.seq < 2 || args.batch == 0 {
+        bail!("--seq must be at least 2 and --batch at least 1");
+    }
+    let device = Device::Cpu;
+    let start = Instant::now();
+    let weights = RetroWeights::load(&args.model, &device)?;
+    let cfg = weights.config.clone();
+    let (model, varmap) = if args.backward {
+        let (m, v) = weights.build_trainable()?;
+        (m, Some(v))
+    } else {
+        (weights.build()?, None)
+    };
+    drop(weights);
+    let load_s = start.elapsed().as_secs_f64();
+    let l = args.seq.div_ceil(cfg.chunk_len);
+    let nb_shape = (l, cfg.num_neighbors, cfg.retrieved_len);
+    let (ids, nb) = seeded_inputs(
+        args.batch,
+        args.seq,
+        cfg.decoder.vocab_size,
+        nb_shape,
+        args.seed,
+    );
+    let ids = Tensor::from_vec(ids, (args.batch, args.seq), &device)?;
+    let nb = Tensor::from_vec(nb, (args.batch, l, nb_shape.1, nb_shape.2), &device)?;
+    let neighbors = (!args.no_retrieval).then_some(&nb);
+    let mut step_ms = Vec::with_capacity(args.steps);
+    let (mut loss_value, mut grads_found) = (None, 0usize);
+    for step in 0..args.warmup + args.steps {
+        let t = Instant::now();
+        let logits = model.forward(&ids, neighbors)?;
+        if let Some(varmap) = &varmap {
+            let loss = next_token_loss(&logits, &ids)?;
+            let grads = loss.backward()?;
+            if step == 0 {
+                loss_value = Some(loss.to_scalar::<f32>()?);
+                grads_found = varmap
+                    .all_vars()
+                    .iter()
+                    .filter(|v| grads.get(v.as_tensor()).is_some())
+                    .count();
+            }
+        }
+        if step >= args.warmup {
+            step_ms.push(t.elapsed().as_secs_f64() * 1e3);
+        }
+        if step == 0 {
+            if let Some(path) = &args.dump_logits {
+                let (b, ns, v) = logits.dims3()?;
+                let flat = logits.flatten_all()?.to_vec1::<f32>()?;
+                write_npy(path, &flat, &[b, ns, v])?;
+            }
+        }
+    }
+    let mean = step_ms.iter().sum::<f64>() / step_ms.len().max(1) as f64;
+    let best = step_ms.iter().copied().fold(f64::INFINITY, f64::min);
+    let report = serde_json::json!({
+        "batch": args.batch, "seq": args.seq, "backward": args.backward, "retrieval": !args.no_retrieval,
+        "steps": args.steps, "warmup": args.warmup, "load_s": load_s, "step_ms": step_ms,
+        "ms_per_step": mean, "best_ms": best, "loss": loss_value,
+        "params_with_grad": varmap.as_ref().map(|_| grads_found),
+        "params": varmap.as_ref().map(|v| v.all_vars().len()),
+    });
+    if args.json {
+        println!("{report}");
+    } else {
+        println!(
+            "{} × {} tokens{}{}: {mean:.1} ms per step (best {best:.1}) over {} steps; load {load_s:.2} s",
+            args.batch,
+            args.seq,
+            if args.no_retrieval { ", no retrieval" } else { ", with neighbours" },
+            if args.backward { ", forward + backward" } else { ", forward" },
+            args.steps
+        );
+        if let Some(loss) = loss_value {
+            println!(
+                "loss {loss:.4}, gradients for {grads_found} of {} parameters",
+                varmap.as_ref().map_or(0, |v| v.all_vars().len())
+            );
+        }
+    }
+    Ok(())
+}
+
+fn decode(args: DecodeBench) -> Result<()> {
+    let device = Device::Cpu;
+    let start = Instant::now();
+    let decoder = if args.model.is_dir() && is_retro_checkpoint(&args.model) {
+        RetroWeights::load(&args.model, &device)?
+            .build()?
+            .decoder()
+            .clone()
+    } else {
+        Weights::load(&args.model, &device)?.build()?
+    };
+    let load_s = start.elapsed().as_secs_f64();
+    retro_model::generate::greedy(&decoder, &args.prompt_ids, 4.min(args.max_new), &[])?;
+    let mut runs = Vec::with_capacity(args.repeats);
+    let mut tokens = Vec::new();
+    for _ in 0..args.repeats.max(1) {
+        let t = Instant::now();
+        tokens = retro_model::generate::greedy(&decoder, &args.prompt_ids, args.max_new, &[])?;
+        runs.push(t.elapsed().as_secs_f64());
+    }
+    let best = runs.iter().copied().fold(f64::INFINITY, f64::min);
+    let report = serde_json::json!({
+        "prompt_len": args.prompt_ids.len(), "new_tokens": tokens.len(), "load_s": load_s,
+        "seconds": runs, "best_s": best, "tokens_per_s": tokens.len() as f64 / best, "tokens": tokens,
+    });
+    if args.json {
+        println!("{report}");
+    } else {
+        println!(
+            "{} tokens after a {}-token prompt in {best:.3} s: {:.1} tokens/s (prompt included); load {load_s:.2} s",
+            tokens.len(),
+            args.prompt_ids.len(),
+            tokens.len() as f64 / best
+        );
+    }
+    Ok(())
+}
+
+fn tiny_retro(args: TinyRetroBench) -> Result<()> {
+    let cfg = retro_model::tiny::tiny_retro_config();
+    let w = retro_model::tiny::random_retro_weights(&cfg, args.seed, &Device::Cpu)?;
+    w.save(&args.out)?;
+    println!("{}", args.out.display());
+    Ok(())
 }
 
 fn read_texts(path: &Path) -> Result<Vec<String>> {
@@ -87,7 +324,7 @@ fn embed(args: EmbedBench) -> Result<()> {
     let seconds = start.elapsed().as_secs_f64();
     if let Some(path) = &args.out_npy {
         let flat: Vec<f32> = vectors.iter().flatten().copied().collect();
-        write_npy(path, &flat, texts.len(), embedder.spec.dim)?;
+        write_npy(path, &flat, &[texts.len(), embedder.spec.dim])?;
     }
     let report = serde_json::json!({"n_texts": texts.len(), "seconds": seconds, "texts_per_s": texts.len() as f64 / seconds});
     if args.json {
@@ -147,9 +384,12 @@ fn index(args: IndexBench) -> Result<()> {
 }
 
 /// Writes a float32 C-order .npy file (format 1.0).
-fn write_npy(path: &Path, values: &[f32], rows: usize, cols: usize) -> Result<()> {
-    let mut header =
-        format!("{{'descr': '<f4', 'fortran_order': False, 'shape': ({rows}, {cols}), }}");
+fn write_npy(path: &Path, values: &[f32], shape: &[usize]) -> Result<()> {
+    let dims: String = shape.iter().map(|d| format!("{d}, ")).collect();
+    let mut header = format!(
+        "{{'descr': '<f4', 'fortran_order': False, 'shape': ({}), }}",
+        dims.trim_end()
+    );
     while (10 + header.len() + 1) % 64 != 0 {
         header.push(' ');
     }
