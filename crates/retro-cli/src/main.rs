@@ -4,9 +4,11 @@
 mod bench;
 mod blas_core;
 mod db;
+mod eval;
 mod generate;
 mod model;
 mod progress;
+mod train;
 
 use clap::{Parser, Subcommand};
 use std::process::ExitCode;
@@ -39,6 +41,11 @@ enum Command {
     Model(model::ModelCommand),
     /// Generate text with a GPT or a Retro model, retrieving from a DB each time the sequence completes a chunk.
     Generate(generate::GenerateArgs),
+    /// Train a model on a retrieval DB: pretrain, retro-fit a GPT, or GPT-fit the baseline; resumable.
+    Train(train::TrainArgs),
+    /// Evaluate a model: validation perplexity.
+    #[command(subcommand)]
+    Eval(eval::EvalCommand),
 }
 
 fn main() -> ExitCode {
@@ -87,6 +94,8 @@ fn main() -> ExitCode {
         Command::Bench(command) => bench::run(command),
         Command::Model(command) => model::run(command),
         Command::Generate(args) => generate::run(args),
+        Command::Train(args) => train::run(args),
+        Command::Eval(command) => eval::run(command),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

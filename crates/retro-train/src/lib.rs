@@ -1,0 +1,27 @@
+//! Training Retro models (issue 4; shared reference `retro-reference.md` §2, §3.4–3.5).
+//!
+//! - [`samples`]: samples of `seq_len` tokens cut from consecutive DB chunks, each chunk with its
+//!   filtered neighbours (chunk + continuation); [`order`]: the seeded per-epoch order.
+//! - [`trainer`]: the loop ([`train`], [`resume`]): masked cross-entropy, gradient accumulation,
+//!   clipping, [`adamw`], the [`schedule`], [`metrics`] and [`checkpoint`]s with exact resume.
+//! - [`start`]: the starting weights for `pretrain`, `retrofit` and `gptfit` ([`options::Mode`]).
+//! - [`eval`]: validation perplexity.
+
+pub mod adamw;
+pub mod batch;
+pub mod checkpoint;
+pub mod eval;
+pub mod loss;
+pub mod metrics;
+pub mod options;
+pub mod order;
+pub mod samples;
+pub mod schedule;
+pub mod start;
+pub mod trainer;
+
+pub use checkpoint::resolve_checkpoint;
+pub use eval::{perplexity, Perplexity};
+pub use options::{Mode, TrainOptions, TrainOverrides};
+pub use samples::{Sample, SampleSet, SampleShape, Split};
+pub use trainer::{resume, train, Observer, Quiet, RunInfo, TrainReport};

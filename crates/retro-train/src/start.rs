@@ -1,0 +1,145 @@
+//! The weights a run starts from, by mode: a new model from a config (pretrain), a Retro
+//! checkpoint, or a GPT retro-fitted on the fly (reference §2), and the directory whose tokenizer
+//! the model speaks.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context, Result};
+use candle_core::{Device, Tensor};
+use retro_model::config::LlamaConfig;
+use retro_model::retro_config::{is_retro_checkpoint, is_retro_config_value};
+use retro_model::retro_weights::{init_retro_tensors, retrofit, source_dir, tensor_part, Part};
+use retro_model::tiny::SplitMix64;
+use retro_model::weights::expected_tensors;
+use retro_model::{CcaInit, RetroConfig, RetroInit, RetroOptions, RetroWeights, Weights};
+
+use crate::checkpoint::resolve_checkpoint;
+use crate::options::{CcaInitChoice, Mode, TrainOptions};
+
+/// Starting weights, and where the model's tokenizer.json is (None: use the DB's own).
+pub struct Start {
+    pub weights: RetroWeights,
+    pub tokenizer_dir: Option<PathBuf>,
+}
+
+/// The Retro fields for a model trained on a DB with chunks of `chunk_len` (reference defaults:
+/// k = 2 neighbours of chunk + continuation).
+fn retro_options(chunk_len: usize) -> RetroOptions {
+    RetroOptions {
+        chunk_len,
+        retrieved_len: 2 * chunk_len,
+        ..RetroOptions::default()
+    }
+}
+
+fn retro_init(o: &TrainOptions) -> RetroInit {
+    RetroInit {
+        seed: o.seed,
+        std: o.init_std,
+        cca: match o.cca_init {
+            Some(CcaInitChoice::Zero) => CcaInit::Zero,
+            _ => CcaInit::Random,
+        },
+    }
+}
+
+pub fn starting_weights(o: &TrainOptions, chunk_len: usize, device: &Device) -> Result<Start> {
+    if o.mode == Mode::Pretrain {
+        let cfg = config_for_pretraining(&o.model, chunk_len)?;
+        let mut tensors = init_decoder_tensors(&cfg.decoder, o.seed, o.init_std, device)?;
+        tensors.extend(init_retro_tensors(&cfg, &retro_init(o), device)?);
+        let weights = RetroWeights {
+            config: cfg,
+            tensors,
+        };
+        weights.check()?;
+        return Ok(Start {
+            weights,
+            tokenizer_dir: None,
+        });
+    }
+    let path = resolve_checkpoint(&o.model)?;
+    if path.is_dir() && is_retro_checkpoint(&path) {
+        let mut weights = RetroWeights::load(&path, device)
+            .with_context(|| format!("cannot load the Retro checkpoint {}", path.display()))?;
+        if o.mode == Mode::Retrofit && o.cca_init.is_some() {
+            // Keep the decoder, draw the encoder and CCA anew.
+            let fresh = init_retro_tensors(&weights.config, &retro_init(o), device)?;
+            weights.tensors.extend(fresh);
+        }
+        return Ok(Start {
+            weights,
+            tokenizer_dir: Some(path),
+        });
+    }
+    let base = Weights::load(&path, device)
+        .with_context(|| format!("cannot load the model {}", path.display()))?;
+    let tokenizer_dir = source_dir(&base.source);
+    let weights = retrofit(&base, &retro_options(chunk_len), &retro_init(o))?;
+    Ok(Start {
+        weights,
+        tokenizer_dir,
+    })
+}
+
+/// A Retro config from a JSON file: a Retro config as is, or a Llama config given the default
+/// Retro fields for `chunk_len`.
+fn config_for_pretraining(path: &Path, chunk_len: usize) -> Result<RetroConfig> {
+    let text = std::fs::read_to_string(path).with_context(|| {
+        format!(
+            "{}: cannot read (--mode pretrain takes a config.json)",
+            path.display()
+        )
+    })?;
+    let v: serde_json::Value = serde_json::from_str(&text)
+        .with_context(|| format!("{}: not valid JSON", path.display()))?;
+    let cfg = if is_retro_config_value(&v) {
+        RetroConfig::from_json_file(path)?
+    } else {
+        let decoder: LlamaConfig = serde_json::from_value(v)
+            .with_context(|| format!("{}: not a Llama or Retro config", path.display()))?;
+        decoder
+            .validate()
+            .with_context(|| format!("{}: unsupported config", path.display()))?;
+        RetroConfig::new(decoder, &retro_options(chunk_len))
+            .with_context(|| format!("{}: cannot make a Retro config of it", path.display()))?
+    };
+    if cfg.chunk_len != chunk_len {
+        bail!(
+            "{}: chunk_len {} differs from the DB's chunks of {chunk_len} tokens",
+            path.display(),
+            cfg.chunk_len
+        );
+    }
+    Ok(cfg)
+}
+
+/// A new decoder as Megatron initialises one (`init_method_normal` / `scaled_init_method_normal`):
+/// embeddings and input projections `N(0, std²)`, output projections (`o_proj`, `down_proj`)
+/// `N(0, std²/(2·layers))`, norm gains 1; drawn in name order from `seed`.
+pub fn init_decoder_tensors(
+    cfg: &LlamaConfig,
+    seed: u64,
+    std: f64,
+    device: &Device,
+) -> Result<HashMap<String, Tensor>> {
+    let mut spec = expected_tensors(cfg);
+    spec.sort();
+    let mut rng = SplitMix64::new(seed ^ 0xDEC0_DE00);
+    let out_std = std / (2.0 * cfg.num_hidden_layers as f64).sqrt();
+    let mut tensors = HashMap::new();
+    for (name, shape) in spec {
+        debug_assert_eq!(tensor_part(&name), Part::Decoder);
+        let n: usize = shape.iter().product();
+        let data: Vec<f32> = if shape.len() == 1 {
+            vec![1.0; n]
+        } else {
+            let is_output = name.ends_with("o_proj.weight") || name.ends_with("down_proj.weight");
+            let s = if is_output { out_std } else { std };
+            (0..n).map(|_| (s * rng.normal()) as f32).collect()
+        };
+        tensors.insert(name, Tensor::from_vec(data, shape, device)?);
+    }
+    Ok(tensors)
+}

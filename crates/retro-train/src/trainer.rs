@@ -1,0 +1,401 @@
+//! The training loop, in one place: samples → forward → masked cross-entropy → backward
+//! (accumulated over micro-batches) → clip → AdamW at the scheduled rate → metrics, validation,
+//! checkpoints. Everything that decides the numbers is in [`TrainOptions`] and the checkpoint, so a
+//! run resumed after `kill -9` reproduces an uninterrupted one step for step.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use anyhow::{bail, Context, Result};
+use candle_core::{Device, Tensor, Var};
+use retro_data::{ChunkDb, GptTokenizer};
+use retro_db::neighbors::Neighbors;
+use retro_model::retro_weights::{tensor_part, Part};
+use retro_model::{RetroModel, RetroWeights};
+
+use crate::adamw::{AdamW, AdamWConfig};
+use crate::batch::Batch;
+use crate::checkpoint::{
+    latest_checkpoint, load_training_state, read_run_record, save_checkpoint, write_run_record,
+    Checkpoint, TrainState, METRICS_FILE, RUN_FILE,
+};
+use crate::eval::perplexity;
+use crate::loss::masked_nll_sum;
+use crate::metrics::{EvalMetrics, MetricsLog, StepMetrics};
+use crate::options::{Mode, TrainOptions, TrainOverrides};
+use crate::order::SampleOrder;
+use crate::samples::{SampleSet, SampleShape, Split};
+use crate::schedule::LrSchedule;
+use crate::start::starting_weights;
+
+/// What a run is about to do, for the caller's progress display.
+#[derive(Debug, Clone)]
+pub struct RunInfo {
+    pub start_step: u64,
+    pub total_steps: u64,
+    pub seq_len: usize,
+    pub train_samples: usize,
+    pub valid_samples: usize,
+    pub trainable_params: usize,
+    pub frozen_params: usize,
+    pub retrieval: bool,
+}
+
+/// Receives progress from [`train`]; every method has a do-nothing default.
+pub trait Observer {
+    fn started(&mut self, _info: &RunInfo) {}
+    fn step(&mut self, _m: &StepMetrics) {}
+    fn eval(&mut self, _m: &EvalMetrics) {}
+    fn checkpoint(&mut self, _dir: &Path) {}
+}
+
+/// An observer that ignores everything.
+pub struct Quiet;
+impl Observer for Quiet {}
+
+#[derive(Debug, Clone)]
+pub struct TrainReport {
+    pub step: u64,
+    pub last_loss: Option<f64>,
+    pub last_eval: Option<EvalMetrics>,
+    pub checkpoint: PathBuf,
+}
+
+/// Starts a new run in `options.out`, which must not hold one already.
+pub fn train(options: TrainOptions, observer: &mut dyn Observer) -> Result<TrainReport> {
+    if options.out.join(RUN_FILE).exists() {
+        bail!(
+            "{} already holds a run; continue it with `retro train --resume {}` or choose another --out",
+            options.out.display(),
+            options.out.display()
+        );
+    }
+    run(options, None, observer)
+}
+
+/// Continues the run in `run_dir` from its latest checkpoint. `given` may change only the total
+/// steps and the evaluation / checkpoint cadence ([`TrainOptions::check_resume_compatible`]).
+pub fn resume(
+    run_dir: &Path,
+    given: TrainOverrides,
+    observer: &mut dyn Observer,
+) -> Result<TrainReport> {
+    let mut options = read_run_record(run_dir)?.options;
+    options.out = run_dir.to_path_buf();
+    options.check_resume_compatible(&given)?;
+    if let Some(steps) = given.steps {
+        options.steps = steps;
+    }
+    options.eval_every = given.eval_every.unwrap_or(options.eval_every);
+    options.eval_samples = given.eval_samples.unwrap_or(options.eval_samples);
+    options.save_every = given.save_every.unwrap_or(options.save_every);
+    options.keep_checkpoints = given.keep_checkpoints.unwrap_or(options.keep_checkpoints);
+    let ckpt = latest_checkpoint(run_dir)?;
+    run(options, Some(ckpt), observer)
+}
+
+/// The names of the parameters a run updates, sorted.
+pub fn trainable_names(weights: &RetroWeights, options: &TrainOptions) -> Vec<String> {
+    let mut names: Vec<String> = weights
+        .tensors
+        .keys()
+        .filter(|n| {
+            let decoder = tensor_part(n) == Part::Decoder;
+            match options.mode {
+                Mode::Gptfit => decoder,
+                _ => !(options.freeze_decoder && decoder),
+            }
+        })
+        .cloned()
+        .collect();
+    names.sort();
+    names
+}
+
+/// `resume_from`: None = a new run; Some(None) = a resumed run that had not checkpointed yet
+/// (it starts over); Some(Some(dir)) = continue from checkpoint `dir`.
+fn run(
+    mut options: TrainOptions,
+    resume_from: Option<Option<PathBuf>>,
+    observer: &mut dyn Observer,
+) -> Result<TrainReport> {
+    let device = Device::Cpu;
+    let db = ChunkDb::open(&options.db)?;
+    let retrieval = options.uses_retrieval();
+    let neighbors = if retrieval {
+        Some(Neighbors::open(&db).with_context(|| {
+            format!(
+                "--mode {:?} trains with retrieval and needs the DB's neighbours",
+                options.mode
+            )
+        })?)
+    } else {
+        None
+    };
+
+    let checkpoint = resume_from.clone().flatten();
+    let (weights, tokenizer_dir, state, optimizer_state) = match &checkpoint {
+        Some(dir) => {
+            let weights = RetroWeights::load(dir, &device)?;
+            let (state, opt) = load_training_state(dir, &device)?;
+            (weights, Some(dir.clone()), state, Some(opt))
+        }
+        None => {
+            let start = starting_weights(&options, db.chunk_len(), &device)?;
+            (
+                start.weights,
+                start.tokenizer_dir,
+                TrainState::new(options.seed),
+                None,
+            )
+        }
+    };
+    check_tokenizer(tokenizer_dir.as_deref(), &db, &weights)?;
+    let tokenizer_dir = tokenizer_dir.unwrap_or_else(|| db.dir.clone());
+    let cfg = weights.config.clone();
+    let seq_len = options.resolve_seq_len(cfg.chunk_len, cfg.decoder.max_position_embeddings)?;
+    options.seq_len = Some(seq_len);
+    let shape = SampleShape {
+        seq_len,
+        chunk_len: cfg.chunk_len,
+        num_neighbors: cfg.num_neighbors,
+        retrieved_len: cfg.retrieved_len,
+    };
+    let train_set = SampleSet::new(&db, neighbors.as_ref(), Split::Train, shape)?;
+    let valid_set = SampleSet::new(&db, neighbors.as_ref(), Split::Valid, shape)?;
+    if train_set.is_empty() {
+        bail!(
+            "the DB {} has fewer train chunks than one sample of {seq_len} tokens needs",
+            db.dir.display()
+        );
+    }
+    if resume_from.is_none() {
+        write_run_record(&options.out, &options)?;
+    }
+
+    let (model, varmap) = weights.build_trainable()?;
+    let vars: HashMap<String, Var> = varmap
+        .data()
+        .lock()
+        .expect("VarMap lock")
+        .iter()
+        .map(|(n, v)| (n.clone(), v.clone()))
+        .collect();
+    let trainable = trainable_names(&weights, &options);
+    let count = |names: &mut dyn Iterator<Item = &String>| -> usize {
+        names.map(|n| vars[n].as_tensor().elem_count()).sum()
+    };
+    let trainable_params = count(&mut trainable.iter());
+    let frozen_params = count(&mut vars.keys().filter(|n| !trainable.contains(n)));
+    let mut optimizer = AdamW::new(
+        trainable
+            .iter()
+            .map(|n| (n.clone(), vars[n].clone()))
+            .collect(),
+        AdamWConfig {
+            weight_decay: options.weight_decay,
+            ..AdamWConfig::default()
+        },
+    )?;
+    if let Some(saved) = &optimizer_state {
+        optimizer.load_state(saved, state.step)?;
+    }
+    let schedule = LrSchedule {
+        lr: options.lr,
+        min_lr: options.min_lr,
+        warmup: options.warmup,
+        decay_steps: options.decay_steps,
+    };
+    let mut order = SampleOrder::new(options.seed, train_set.len());
+    let mut metrics = MetricsLog::open(&options.out.join(METRICS_FILE), state.step)?;
+    observer.started(&RunInfo {
+        start_step: state.step,
+        total_steps: options.steps,
+        seq_len,
+        train_samples: train_set.len(),
+        valid_samples: valid_set.len(),
+        trainable_params,
+        frozen_params,
+        retrieval,
+    });
+
+    let mut state = state;
+    let session = Instant::now();
+    let elapsed_before = state.elapsed_s;
+    let mut last_loss = None;
+    let mut last_eval = None;
+    let mut last_checkpoint = checkpoint;
+    while state.step < options.steps {
+        let step_start = Instant::now();
+        let lr = schedule.at(state.step + 1);
+        // The step's micro-batches, read up front so the loss can be normalised by the step's
+        // token count: A micro-batches then add up to exactly one batch A times larger.
+        let micro: Vec<Batch> = (0..options.grad_accum)
+            .map(|a| {
+                let first = state.position + (a * options.batch) as u64;
+                let samples: Vec<_> = (first..first + options.batch as u64)
+                    .map(|p| train_set.get(order.sample_at(p)))
+                    .collect();
+                Batch::new(&samples, shape, retrieval, &device)
+            })
+            .collect::<Result<_>>()?;
+        let step_tokens: usize = micro.iter().map(|b| b.tokens).sum();
+        let norm = step_tokens.max(1) as f64;
+        let mut grads: HashMap<String, Tensor> = HashMap::new();
+        let mut loss_sum = 0f64;
+        for b in &micro {
+            let logits = model.forward(&b.inputs, b.neighbors.as_ref())?;
+            let loss = (masked_nll_sum(&logits, &b.targets, &b.loss_mask)? / norm)?;
+            loss_sum += loss.to_scalar::<f32>()? as f64;
+            let g = loss.backward()?;
+            for name in &trainable {
+                if let Some(t) = g.get(vars[name].as_tensor()) {
+                    let sum = match grads.remove(name) {
+                        Some(acc) => (acc + t)?,
+                        None => t.clone(),
+                    };
+                    grads.insert(name.clone(), sum);
+                }
+            }
+        }
+        let grad_norm = global_norm(&grads)?;
+        if options.clip > 0.0 && grad_norm > options.clip {
+            // Megatron's clip_grad_norm: scale by max_norm / (norm + 1e-6).
+            let scale = options.clip / (grad_norm + 1e-6);
+            for g in grads.values_mut() {
+                *g = (&*g * scale)?;
+            }
+        }
+        optimizer.step(&grads, lr)?;
+        state.step += 1;
+        state.position += (options.batch * options.grad_accum) as u64;
+        state.tokens += step_tokens as u64;
+        state.elapsed_s = elapsed_before + session.elapsed().as_secs_f64();
+        let record = StepMetrics {
+            step: state.step,
+            loss: loss_sum,
+            lr,
+            grad_norm,
+            tokens: step_tokens,
+            tokens_per_s: step_tokens as f64 / step_start.elapsed().as_secs_f64(),
+            elapsed: state.elapsed_s,
+        };
+        metrics.write(&record)?;
+        observer.step(&record);
+        last_loss = Some(loss_sum);
+
+        let last = state.step == options.steps;
+        if !valid_set.is_empty()
+            && ((options.eval_every > 0 && state.step % options.eval_every == 0) || last)
+        {
+            let current = current_weights(&weights, &vars)?.build()?;
+            let p = validate(&current, &valid_set, retrieval, &options, &device)?;
+            let record = EvalMetrics {
+                step: state.step,
+                val_loss: p.loss,
+                val_ppl: p.ppl,
+                val_tokens: p.tokens,
+            };
+            metrics.write(&record)?;
+            observer.eval(&record);
+            last_eval = Some(record);
+        }
+        if state.step % options.save_every == 0 || last {
+            let ckpt = Checkpoint {
+                weights: &current_weights(&weights, &vars)?,
+                optimizer: optimizer.state_tensors(),
+                state: &state,
+                tokenizer_dir: Some(&tokenizer_dir),
+            };
+            let dir = save_checkpoint(&options.out, &ckpt, options.keep_checkpoints)?;
+            observer.checkpoint(&dir);
+            last_checkpoint = Some(dir);
+        }
+    }
+    let checkpoint = match last_checkpoint {
+        Some(dir) => dir,
+        None => latest_checkpoint(&options.out)?.context("the run ended without a checkpoint")?,
+    };
+    Ok(TrainReport {
+        step: state.step,
+        last_loss,
+        last_eval,
+        checkpoint,
+    })
+}
+
+fn validate(
+    model: &RetroModel,
+    set: &SampleSet,
+    retrieval: bool,
+    options: &TrainOptions,
+    device: &Device,
+) -> Result<crate::eval::Perplexity> {
+    perplexity(
+        model,
+        set,
+        retrieval,
+        options.batch,
+        options.eval_samples,
+        device,
+        &mut |_, _| {},
+    )
+}
+
+/// The model's current tensors (detached from the autograd graph) as checkpointable weights.
+fn current_weights(start: &RetroWeights, vars: &HashMap<String, Var>) -> Result<RetroWeights> {
+    Ok(RetroWeights {
+        config: start.config.clone(),
+        tensors: vars
+            .iter()
+            .map(|(n, v)| (n.clone(), v.as_tensor().detach()))
+            .collect(),
+    })
+}
+
+/// sqrt of the sum of squares of every gradient, in f64 over the per-tensor f32 sums.
+fn global_norm(grads: &HashMap<String, Tensor>) -> Result<f64> {
+    let mut names: Vec<&String> = grads.keys().collect();
+    names.sort();
+    let mut sum = 0f64;
+    for n in names {
+        sum += grads[n].sqr()?.sum_all()?.to_scalar::<f32>()? as f64;
+    }
+    Ok(sum.sqrt())
+}
+
+/// Fails when the model's tokenizer is not the one the DB was tokenised with.
+fn check_tokenizer(dir: Option<&Path>, db: &ChunkDb, weights: &RetroWeights) -> Result<()> {
+    let vocab = weights.config.decoder.vocab_size;
+    if db.manifest.vocab_size > vocab {
+        bail!(
+            "the DB {} uses a tokenizer of {} tokens, more than the model's vocabulary of {vocab}",
+            db.dir.display(),
+            db.manifest.vocab_size
+        );
+    }
+    let Some(dir) = dir else { return Ok(()) };
+    let path = dir.join("tokenizer.json");
+    if !path.is_file() {
+        bail!(
+            "no tokenizer.json next to the model in {}: cannot check that it matches the DB's",
+            dir.display()
+        );
+    }
+    let model_tok = GptTokenizer::load(&path, None)
+        .or_else(|_| GptTokenizer::load(&path, Some("<|endoftext|>")))?;
+    let db_tok = db.tokenizer()?;
+    if model_tok.sha256 != db_tok.sha256
+        && model_tok.inner().get_vocab(true) != db_tok.inner().get_vocab(true)
+    {
+        bail!(
+            "the DB {} was built with another tokenizer (sha256 {}) than the model's {} (sha256 {})",
+            db.dir.display(),
+            &db_tok.sha256[..12],
+            path.display(),
+            &model_tok.sha256[..12]
+        );
+    }
+    Ok(())
+}
