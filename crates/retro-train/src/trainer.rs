@@ -45,6 +45,8 @@ pub struct RunInfo {
 /// Receives progress from [`train`]; every method has a do-nothing default.
 pub trait Observer {
     fn started(&mut self, _info: &RunInfo) {}
+    /// The micro-batches of step `step` (1-based), before the forward pass.
+    fn batches(&mut self, _step: u64, _micro: &[Batch]) {}
     fn step(&mut self, _m: &StepMetrics) {}
     fn eval(&mut self, _m: &EvalMetrics) {}
     fn checkpoint(&mut self, _dir: &Path) {}
@@ -240,6 +242,7 @@ fn run(
                 Batch::new(&samples, shape, retrieval, &device)
             })
             .collect::<Result<_>>()?;
+        observer.batches(state.step + 1, &micro);
         let step_tokens: usize = micro.iter().map(|b| b.tokens).sum();
         let norm = step_tokens.max(1) as f64;
         let mut grads: HashMap<String, Tensor> = HashMap::new();

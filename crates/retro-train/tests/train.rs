@@ -1,0 +1,349 @@
+//! Training on a small real DB (see `common`): the sample and neighbour rules, that a tiny model
+//! learns, fair gptfit / retrofit comparison, frozen parameters, gradient accumulation, exact
+//! resume, and one-line errors for bad input.
+
+mod common;
+
+use std::collections::{HashMap, HashSet};
+use std::path::{Path, PathBuf};
+
+use retro_data::ChunkDb;
+use retro_db::Neighbors;
+use retro_model::candle_core::{Device, Tensor};
+use retro_model::retro_weights::{tensor_part, Part};
+use retro_model::RetroWeights;
+use retro_train::batch::Batch;
+use retro_train::metrics::{read_step_metrics, StepMetrics};
+use retro_train::options::CcaInitChoice;
+use retro_train::{Mode, Observer, Quiet, SampleSet, SampleShape, Split, TrainOverrides};
+
+use common::{chunks_only_dir, db_dir, tiny_model_config, CHUNK_LEN};
+
+fn overrides(mode: Mode, model: &Path, out: &Path) -> TrainOverrides {
+    TrainOverrides {
+        mode: Some(mode),
+        model: Some(model.to_path_buf()),
+        db: Some(db_dir().to_path_buf()),
+        out: Some(out.to_path_buf()),
+        steps: Some(4),
+        batch: Some(2),
+        seq_len: Some(4 * CHUNK_LEN),
+        lr: Some(3e-3),
+        eval_every: Some(0),
+        eval_samples: Some(2),
+        save_every: Some(100),
+        ..TrainOverrides::default()
+    }
+}
+
+fn train(o: TrainOverrides) -> Vec<StepMetrics> {
+    let out = o.out.clone().unwrap();
+    retro_train::train(o.resolve().unwrap(), &mut Quiet).unwrap();
+    read_step_metrics(&out.join("metrics.jsonl")).unwrap()
+}
+
+fn train_err(o: TrainOverrides) -> String {
+    let err = o
+        .resolve()
+        .and_then(|o| retro_train::train(o, &mut Quiet))
+        .err()
+        .expect("training should fail");
+    let msg = format!("{err:#}");
+    assert!(!msg.contains('\n'), "error spans lines: {msg}");
+    msg
+}
+
+fn final_weights(run: &Path) -> RetroWeights {
+    let dir = retro_train::resolve_checkpoint(run).unwrap();
+    RetroWeights::load(&dir, &Device::Cpu).unwrap()
+}
+
+/// A plain GPT to start from: a tiny model pretrained for 2 steps without retrieval.
+fn base_gpt(tmp: &Path) -> PathBuf {
+    let cfg = tiny_model_config(tmp);
+    let run = tmp.join("gpt");
+    let mut o = overrides(Mode::Pretrain, &cfg, &run);
+    o.no_retrieval = true;
+    o.steps = Some(2);
+    train(o);
+    retro_train::resolve_checkpoint(&run).unwrap()
+}
+
+fn tensor_bits(t: &Tensor) -> Vec<u32> {
+    t.flatten_all()
+        .unwrap()
+        .to_vec1::<f32>()
+        .unwrap()
+        .iter()
+        .map(|x| x.to_bits())
+        .collect()
+}
+
+#[test]
+fn samples_never_see_their_own_documents_and_neighbors_are_chunk_plus_continuation() {
+    let db = ChunkDb::open(db_dir()).unwrap();
+    let neighbors = Neighbors::open(&db).unwrap();
+    let shape = SampleShape {
+        seq_len: 4 * CHUNK_LEN,
+        chunk_len: CHUNK_LEN,
+        num_neighbors: 2,
+        retrieved_len: 2 * CHUNK_LEN,
+    };
+    let pad = db.manifest.pad_id;
+    let mut checked = 0;
+    for split in [Split::Train, Split::Valid] {
+        let set = SampleSet::new(&db, Some(&neighbors), split, shape).unwrap();
+        assert!(set.len() > 3, "{split:?}: too few samples to test");
+        for i in 0..set.len() {
+            let s = set.get(i);
+            let docs: HashSet<usize> = s.chunks.iter().map(|&c| db.chunk_info(c).doc).collect();
+            assert_eq!(s.tokens.len(), shape.seq_len + 1);
+            assert_eq!(s.neighbors.len(), 4 * 2 * 2 * CHUNK_LEN);
+            for (slot, &id) in s.neighbor_chunks.iter().enumerate() {
+                let row = &s.neighbors[slot * 2 * CHUNK_LEN..(slot + 1) * 2 * CHUNK_LEN];
+                if id < 0 {
+                    assert!(row.iter().all(|&t| t == pad));
+                    continue;
+                }
+                let id = id as usize;
+                assert!(
+                    !docs.contains(&db.chunk_info(id).doc),
+                    "sample {i} sees its own document"
+                );
+                assert!(!db.is_valid_chunk(id), "a validation chunk was retrieved");
+                assert_eq!(&row[..CHUNK_LEN], db.padded_chunk(id).as_slice());
+                let next = match db.continuation(id) {
+                    Some(n) => db.padded_chunk(n),
+                    None => vec![pad; CHUNK_LEN],
+                };
+                assert_eq!(&row[CHUNK_LEN..], next.as_slice());
+                checked += 1;
+            }
+            // Sample chunks are in the split, consecutive in it, and the loss never crosses a document.
+            for &c in &s.chunks {
+                assert_eq!(db.is_valid_chunk(c), split == Split::Valid);
+            }
+            for t in 0..shape.seq_len {
+                if s.loss_mask[t] > 0.0 {
+                    let (c0, c1) = (
+                        s.chunks.get(t / CHUNK_LEN),
+                        s.chunks.get((t + 1) / CHUNK_LEN),
+                    );
+                    if let (Some(&a), Some(&b)) = (c0, c1) {
+                        assert_eq!(db.chunk_info(a).doc, db.chunk_info(b).doc);
+                        assert!((t + 1) % CHUNK_LEN < db.chunk_info(b).len || b != a);
+                    }
+                }
+            }
+        }
+    }
+    assert!(checked > 100, "only {checked} neighbours checked");
+}
+
+#[test]
+fn loss_falls_on_a_tiny_model() {
+    let tmp = tempfile::tempdir().unwrap();
+    let cfg = tiny_model_config(tmp.path());
+    let mut o = overrides(Mode::Pretrain, &cfg, &tmp.path().join("run"));
+    o.steps = Some(30);
+    o.batch = Some(4);
+    o.warmup = Some(3);
+    let m = train(o);
+    let mean = |s: &[StepMetrics]| s.iter().map(|m| m.loss).sum::<f64>() / s.len() as f64;
+    let (first, last) = (mean(&m[..3]), mean(&m[27..]));
+    assert!(last < first - 1.0, "loss went from {first} to {last}");
+}
+
+/// Records every micro-batch's inputs, targets and loss weights, and whether it had neighbours.
+#[derive(Default)]
+struct Recorder(Vec<(Vec<u32>, Vec<u32>, Vec<f32>, bool)>);
+
+impl Observer for Recorder {
+    fn batches(&mut self, _step: u64, micro: &[Batch]) {
+        for b in micro {
+            self.0.push((
+                b.inputs.flatten_all().unwrap().to_vec1().unwrap(),
+                b.targets.flatten_all().unwrap().to_vec1().unwrap(),
+                b.loss_mask.flatten_all().unwrap().to_vec1().unwrap(),
+                b.neighbors.is_some(),
+            ));
+        }
+    }
+}
+
+#[test]
+fn gptfit_and_retrofit_read_identical_token_streams_and_freeze_what_they_should() {
+    let tmp = tempfile::tempdir().unwrap();
+    let base = base_gpt(tmp.path());
+    let start = RetroWeights::load(&base, &Device::Cpu).unwrap();
+    let mut streams = Vec::new();
+    let mut ends = Vec::new();
+    for (name, mode, freeze) in [
+        ("gptfit", Mode::Gptfit, false),
+        ("retrofit", Mode::Retrofit, false),
+        ("frozen", Mode::Retrofit, true),
+    ] {
+        let mut o = overrides(mode, &base, &tmp.path().join(name));
+        o.freeze_decoder = freeze;
+        let mut rec = Recorder::default();
+        retro_train::train(o.resolve().unwrap(), &mut rec).unwrap();
+        assert_eq!(rec.0.len(), 4);
+        assert!(rec.0.iter().all(|b| b.3 == (mode == Mode::Retrofit)));
+        streams.push(
+            rec.0
+                .into_iter()
+                .map(|(i, t, m, _)| (i, t, m))
+                .collect::<Vec<_>>(),
+        );
+        ends.push(final_weights(&tmp.path().join(name)));
+    }
+    assert_eq!(
+        streams[0], streams[1],
+        "gptfit and retrofit read different tokens"
+    );
+    assert_eq!(streams[1], streams[2]);
+
+    let changed = |w: &RetroWeights, part: Part| -> (usize, usize) {
+        let names: Vec<&String> = w
+            .tensors
+            .keys()
+            .filter(|n| tensor_part(n) == part)
+            .collect();
+        let moved = names
+            .iter()
+            .filter(|n| tensor_bits(&w.tensors[**n]) != tensor_bits(&start.tensors[**n]))
+            .count();
+        (moved, names.len())
+    };
+    let [gptfit, retrofit, frozen] = [&ends[0], &ends[1], &ends[2]];
+    // gptfit: encoder and CCA bit-identical, decoder trained.
+    assert_eq!(changed(gptfit, Part::Encoder).0, 0);
+    assert_eq!(changed(gptfit, Part::Cca).0, 0);
+    assert!(changed(gptfit, Part::Decoder).0 > 0);
+    // frozen decoder: decoder bit-identical, encoder and CCA trained.
+    assert_eq!(changed(frozen, Part::Decoder).0, 0);
+    let (moved, total) = changed(frozen, Part::Encoder);
+    assert_eq!(moved, total, "every encoder tensor should train");
+    assert!(changed(frozen, Part::Cca).0 > 0);
+    // unfrozen retrofit trains everything.
+    for part in [Part::Decoder, Part::Encoder, Part::Cca] {
+        let (moved, total) = changed(retrofit, part);
+        assert_eq!(moved, total, "{part:?}: {moved} of {total} tensors moved");
+    }
+}
+
+#[test]
+fn gradient_accumulation_equals_one_larger_batch() {
+    let tmp = tempfile::tempdir().unwrap();
+    let cfg = tiny_model_config(tmp.path());
+    let run = |name: &str, batch: usize, accum: usize| {
+        let mut o = overrides(Mode::Pretrain, &cfg, &tmp.path().join(name));
+        o.steps = Some(2);
+        o.batch = Some(batch);
+        o.grad_accum = Some(accum);
+        train(o)
+    };
+    let big = run("big", 4, 1);
+    let acc = run("acc", 2, 2);
+    let rel = |a: f64, b: f64| (a - b).abs() / b.abs();
+    // Step 1 starts from identical weights: same loss and same gradient norm (to f32 round-off).
+    assert_eq!(big[0].tokens, acc[0].tokens);
+    assert!(
+        rel(acc[0].loss, big[0].loss) < 1e-5,
+        "{} vs {}",
+        acc[0].loss,
+        big[0].loss
+    );
+    assert!(rel(acc[0].grad_norm, big[0].grad_norm) < 1e-4);
+    // Step 2 runs on weights updated with those gradients.
+    assert!(rel(acc[1].loss, big[1].loss) < 1e-3);
+    // A different split of the same samples is not the same as different samples.
+    let other = run("other", 2, 1);
+    assert!(rel(other[0].loss, big[0].loss) > 1e-5);
+}
+
+#[test]
+fn resumed_run_equals_uninterrupted_step_for_step() {
+    let tmp = tempfile::tempdir().unwrap();
+    let cfg = tiny_model_config(tmp.path());
+    let mk = |name: &str, steps: u64| {
+        let mut o = overrides(Mode::Pretrain, &cfg, &tmp.path().join(name));
+        o.steps = Some(steps);
+        o.decay_steps = Some(6);
+        o.save_every = Some(2);
+        o
+    };
+    let straight = train(mk("straight", 6));
+    train(mk("resumed", 3));
+    let given = TrainOverrides {
+        steps: Some(6),
+        ..TrainOverrides::default()
+    };
+    retro_train::resume(&tmp.path().join("resumed"), given, &mut Quiet).unwrap();
+    let resumed = read_step_metrics(&tmp.path().join("resumed/metrics.jsonl")).unwrap();
+    let losses = |m: &[StepMetrics]| {
+        m.iter()
+            .map(|m| (m.step, m.loss.to_bits()))
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(losses(&straight), losses(&resumed));
+    let (a, b) = (
+        final_weights(&tmp.path().join("straight")),
+        final_weights(&tmp.path().join("resumed")),
+    );
+    let bits: HashMap<&String, Vec<u32>> =
+        a.tensors.iter().map(|(n, t)| (n, tensor_bits(t))).collect();
+    for (n, t) in &b.tensors {
+        assert_eq!(bits[n], tensor_bits(t), "{n} differs after resume");
+    }
+    // Resuming with options that would change the run is refused.
+    let bad = TrainOverrides {
+        lr: Some(1.0),
+        ..TrainOverrides::default()
+    };
+    let err = retro_train::resume(&tmp.path().join("resumed"), bad, &mut Quiet).unwrap_err();
+    assert!(format!("{err:#}").contains("different --lr"), "{err:#}");
+}
+
+#[test]
+fn bad_input_gives_one_line_errors() {
+    let tmp = tempfile::tempdir().unwrap();
+    let cfg = tiny_model_config(tmp.path());
+    let mut o = overrides(Mode::Pretrain, &cfg, &tmp.path().join("a"));
+    o.seq_len = Some(CHUNK_LEN + 3);
+    assert!(train_err(o).contains("multiple of the chunk length"));
+
+    let mut o = overrides(Mode::Pretrain, &cfg, &tmp.path().join("b"));
+    o.db = Some(chunks_only_dir().to_path_buf());
+    assert!(train_err(o).contains("neighbours"));
+
+    // A model whose tokenizer is not the DB's.
+    let base = base_gpt(tmp.path());
+    let foreign = tmp.path().join("foreign");
+    std::fs::create_dir_all(&foreign).unwrap();
+    for f in ["config.json", "model.safetensors"] {
+        std::fs::copy(base.join(f), foreign.join(f)).unwrap();
+    }
+    std::fs::copy(
+        common::shared_data().join("models/minilm-l6-v2/tokenizer.json"),
+        foreign.join("tokenizer.json"),
+    )
+    .unwrap();
+    let o = overrides(Mode::Retrofit, &foreign, &tmp.path().join("c"));
+    assert!(train_err(o).contains("another tokenizer"));
+
+    // A corrupt checkpoint.
+    std::fs::write(foreign.join("model.safetensors"), b"not a safetensors file").unwrap();
+    let o = overrides(Mode::Gptfit, &foreign, &tmp.path().join("d"));
+    assert!(train_err(o).contains("model.safetensors"));
+
+    // --cca-init outside retrofit.
+    let mut o = overrides(Mode::Gptfit, &base, &tmp.path().join("e"));
+    o.cca_init = Some(CcaInitChoice::Zero);
+    assert!(train_err(o).contains("--cca-init"));
+
+    // An existing run is not overwritten.
+    let run = tmp.path().join("gpt");
+    let o = overrides(Mode::Gptfit, &base, &run);
+    assert!(train_err(o).contains("already holds a run"));
+}
