@@ -100,8 +100,10 @@ fn main() -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {
-            // One line: the whole cause chain, as ripgrep prints it.
-            eprintln!("error: {err:#}");
+            // One line: the whole cause chain, as ripgrep prints it. Some causes (candle's, when
+            // RUST_BACKTRACE is set) append a backtrace on further lines; those are cut.
+            let message = format!("{err:#}");
+            eprintln!("error: {}", message.lines().next().unwrap_or("").trim_end());
             ExitCode::from(2)
         }
     }

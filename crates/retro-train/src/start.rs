@@ -60,6 +60,13 @@ pub fn starting_weights(o: &TrainOptions, chunk_len: usize, device: &Device) -> 
         });
     }
     let path = resolve_checkpoint(&o.model)?;
+    if path.is_file() && path.extension().is_some_and(|e| e == "json") {
+        bail!(
+            "{}: --mode {} starts from weights (a checkpoint, HF directory or GGUF), not a config; only --mode pretrain takes a config.json",
+            path.display(),
+            if o.mode == Mode::Retrofit { "retrofit" } else { "gptfit" }
+        );
+    }
     if path.is_dir() && is_retro_checkpoint(&path) {
         let mut weights = RetroWeights::load(&path, device)
             .with_context(|| format!("cannot load the Retro checkpoint {}", path.display()))?;

@@ -1,0 +1,328 @@
+//! `retro train` and `retro eval ppl` end to end on a small real DB (SmolLM2 tokenizer, MiniLM,
+//! Faiss): a run killed with kill -9 and resumed gives the losses of an uninterrupted run, a TOML
+//! config with flags overriding it, perplexity with and without retrieval, one-line errors.
+
+use std::io::{BufRead, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+fn shared_data() -> PathBuf {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../shared/data");
+    assert!(
+        dir.join("MANIFEST.md").is_file(),
+        "{}: shared assets missing",
+        dir.display()
+    );
+    dir
+}
+
+fn p(path: &Path) -> &str {
+    path.to_str().unwrap()
+}
+
+fn retro(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_retro"))
+        .args(args)
+        .args(["--threads", "2"])
+        .output()
+        .unwrap()
+}
+
+fn ok(args: &[&str]) -> String {
+    let out = retro(args);
+    assert!(
+        out.status.success(),
+        "retro {args:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
+
+fn fails(args: &[&str], expected: &str) {
+    let out = retro(args);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(
+        out.status.code(),
+        Some(2),
+        "retro {args:?} should fail: {stderr}"
+    );
+    let lines: Vec<&str> = stderr.lines().filter(|l| !l.trim().is_empty()).collect();
+    assert_eq!(lines.len(), 1, "one-line error expected, got: {stderr}");
+    assert!(
+        lines[0].starts_with("error: ") && lines[0].contains(expected),
+        "expected {expected:?} in: {stderr}"
+    );
+}
+
+struct Fixture {
+    _tmp: tempfile::TempDir,
+    db: PathBuf,
+    config: PathBuf,
+}
+
+/// A DB of 150 Wikipedia articles in chunks of 16 tokens, and a tiny model config for it.
+fn fixture() -> &'static Fixture {
+    static F: OnceLock<Fixture> = OnceLock::new();
+    F.get_or_init(|| {
+        let tmp = tempfile::tempdir().unwrap();
+        let corpus = tmp.path().join("wiki.jsonl");
+        let file =
+            std::fs::File::open(shared_data().join("corpus/wiki-vital-en.jsonl.gz")).unwrap();
+        let mut out = std::fs::File::create(&corpus).unwrap();
+        for line in std::io::BufReader::new(flate2::read::GzDecoder::new(file))
+            .lines()
+            .take(150)
+        {
+            writeln!(out, "{}", line.unwrap()).unwrap();
+        }
+        let db = tmp.path().join("db");
+        let tokenizer = shared_data().join("models/smollm2-135m-instruct/tokenizer.json");
+        let embedder = shared_data().join("models/minilm-l6-v2");
+        ok(&[
+            "db",
+            "build",
+            "--corpus",
+            p(&corpus),
+            "--tokenizer",
+            p(&tokenizer),
+            "--embedder",
+            p(&embedder),
+            "--out",
+            p(&db),
+            "--chunk-len",
+            "16",
+            "--valid-fraction",
+            "0.1",
+            "--index",
+            "Flat",
+            "--query-k",
+            "50",
+            "--save-k",
+            "10",
+        ]);
+        let config = tmp.path().join("tiny.json");
+        std::fs::write(
+            &config,
+            r#"{"architectures":["LlamaForCausalLM"],"model_type":"llama","hidden_size":64,
+                "intermediate_size":128,"num_hidden_layers":6,"num_attention_heads":4,
+                "num_key_value_heads":2,"rms_norm_eps":1e-5,"rope_theta":10000.0,
+                "vocab_size":49152,"tie_word_embeddings":true,"max_position_embeddings":256}"#,
+        )
+        .unwrap();
+        Fixture {
+            _tmp: tmp,
+            db,
+            config,
+        }
+    })
+}
+
+fn train_args<'a>(f: &'a Fixture, out: &'a Path, steps: &'a str) -> Vec<&'a str> {
+    vec![
+        "train",
+        "--mode",
+        "pretrain",
+        "--model",
+        p(&f.config),
+        "--db",
+        p(&f.db),
+        "--out",
+        p(out),
+        "--steps",
+        steps,
+        "--decay-steps",
+        "12",
+        "--batch",
+        "2",
+        "--seq-len",
+        "64",
+        "--lr",
+        "3e-3",
+        "--save-every",
+        "1",
+        "--eval-every",
+        "4",
+        "--eval-samples",
+        "2",
+    ]
+}
+
+fn losses(run: &Path) -> Vec<(u64, u64)> {
+    std::fs::read_to_string(run.join("metrics.jsonl"))
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+        .filter(|v| v.get("loss").is_some())
+        .map(|v| {
+            (
+                v["step"].as_u64().unwrap(),
+                v["loss"].as_f64().unwrap().to_bits(),
+            )
+        })
+        .collect()
+}
+
+fn latest_step(run: &Path) -> u64 {
+    std::fs::read_to_string(run.join("latest"))
+        .ok()
+        .and_then(|s| s.trim().strip_prefix("step-").and_then(|n| n.parse().ok()))
+        .unwrap_or(0)
+}
+
+#[test]
+fn killed_and_resumed_run_equals_an_uninterrupted_one() {
+    let f = fixture();
+    let tmp = tempfile::tempdir().unwrap();
+    let straight = tmp.path().join("straight");
+    ok(&train_args(f, &straight, "12"));
+
+    let killed = tmp.path().join("killed");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_retro"))
+        .args(train_args(f, &killed, "12"))
+        .args(["--threads", "2"])
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let start = Instant::now();
+    while latest_step(&killed) < 4 {
+        assert!(
+            start.elapsed() < Duration::from_secs(300),
+            "training made no progress"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    child.kill().unwrap(); // SIGKILL
+    child.wait().unwrap();
+    let at_kill = latest_step(&killed);
+    assert!(at_kill < 12, "the run finished before it could be killed");
+    ok(&["train", "--resume", p(&killed)]);
+    assert_eq!(losses(&straight), losses(&killed));
+    assert_eq!(losses(&killed).len(), 12);
+
+    // Perplexity of the final model: JSON fields, and retrieval changes the result.
+    let with: serde_json::Value = serde_json::from_str(&ok(&[
+        "eval",
+        "ppl",
+        "--model",
+        p(&killed),
+        "--db",
+        p(&f.db),
+        "--seq-len",
+        "64",
+        "--json",
+    ]))
+    .unwrap();
+    let without: serde_json::Value = serde_json::from_str(&ok(&[
+        "eval",
+        "ppl",
+        "--model",
+        p(&killed),
+        "--db",
+        p(&f.db),
+        "--seq-len",
+        "64",
+        "--no-retrieval",
+        "--json",
+    ]))
+    .unwrap();
+    let ppl = with["ppl"].as_f64().unwrap();
+    assert!(ppl > 1.0 && ppl.is_finite());
+    assert!((with["loss"].as_f64().unwrap().exp() - ppl).abs() < 1e-6 * ppl);
+    assert_eq!(with["tokens"], without["tokens"]);
+    assert_ne!(with["loss"], without["loss"]);
+    // The last validation line of training is the same evaluation as `eval ppl` on its samples.
+    let val: Vec<f64> = std::fs::read_to_string(killed.join("metrics.jsonl"))
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+        .filter_map(|v| v.get("val_loss").and_then(|x| x.as_f64()))
+        .collect();
+    let limited: serde_json::Value = serde_json::from_str(&ok(&[
+        "eval",
+        "ppl",
+        "--model",
+        p(&killed),
+        "--db",
+        p(&f.db),
+        "--seq-len",
+        "64",
+        "--limit",
+        "2",
+        "--batch",
+        "2",
+        "--json",
+    ]))
+    .unwrap();
+    assert!((val.last().unwrap() - limited["loss"].as_f64().unwrap()).abs() < 1e-5);
+}
+
+#[test]
+fn toml_config_with_flags_overriding_it() {
+    let f = fixture();
+    let tmp = tempfile::tempdir().unwrap();
+    let toml = tmp.path().join("run.toml");
+    std::fs::write(
+        &toml,
+        format!(
+            "mode = \"pretrain\"\nmodel = {:?}\ndb = {:?}\nsteps = 5\nbatch = 2\nseq_len = 32\nlr = 1e-3\neval_every = 0\n",
+            p(&f.config),
+            p(&f.db)
+        ),
+    )
+    .unwrap();
+    let run = tmp.path().join("run");
+    let summary: serde_json::Value = serde_json::from_str(&ok(&[
+        "train",
+        "--config",
+        p(&toml),
+        "--out",
+        p(&run),
+        "--steps",
+        "2",
+        "--json",
+    ]))
+    .unwrap();
+    assert_eq!(summary["step"], 2);
+    let record: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(run.join("run.json")).unwrap()).unwrap();
+    assert_eq!(record["options"]["steps"], 2);
+    assert_eq!(record["options"]["seq_len"], 32);
+    assert_eq!(record["options"]["lr"], 1e-3);
+
+    std::fs::write(tmp.path().join("bad.toml"), "stepz = 3\n").unwrap();
+    fails(
+        &["train", "--config", p(&tmp.path().join("bad.toml"))],
+        "bad.toml",
+    );
+    fails(
+        &["train", "--resume", p(&run), "--batch", "3"],
+        "different --batch",
+    );
+    fails(
+        &[
+            "train",
+            "--mode",
+            "retrofit",
+            "--model",
+            p(&f.config),
+            "--db",
+            p(&f.db),
+            "--out",
+            p(&tmp.path().join("x")),
+        ],
+        "tiny.json",
+    );
+    fails(
+        &[
+            "eval",
+            "ppl",
+            "--model",
+            p(&tmp.path().join("nothing")),
+            "--db",
+            p(&f.db),
+        ],
+        "not a Retro checkpoint",
+    );
+}
