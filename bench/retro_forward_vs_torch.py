@@ -20,7 +20,8 @@ One run does four things, all on the CPU with the same thread count on both side
    config["decoder"] with its decoder tensors (the same f32 values), `generate` 64 minus 1 tokens.
 
 Every measurement records the load average before it and the CPU that other processes used during
-it ("others", 100% = one core: busy time from /proc/stat minus the child's own CPU time).
+it ("others", 100% = one core: busy time from /proc/stat minus the child's own CPU time); the
+summary also gives the best of the quiet runs (others <= --quiet-pct, default 25%).
 
 Usage (from the repository root, after `cargo build --release -p retro-cli`):
     bench/.venv/bin/python bench/retro_forward_vs_torch.py [--threads 2] [--repeats 3]
@@ -142,17 +143,25 @@ def timing(a, results):
                 print(f"   {name:17} batch {batch} rep {rep + 1} {side:5}: {rep_json['best_ms'] / 1e3:7.2f} s per step "
                       f"(load avg before {load:.2f}, others {others:.0f}%)", flush=True)
         best = {s: min(r["best_ms"] for r in rows[s]) for s in rows}
+        quiet = {s: [r["best_ms"] for r in rows[s] if r["others_cpu_pct"] <= a.quiet_pct] for s in rows}
         entry = {"case": name, "batch": batch, "seq": a.seq, "runs": rows,
                  "ours_best_ms": best["ours"], "torch_best_ms": best["torch"],
                  "ours_spread": spread([r["best_ms"] for r in rows["ours"]]),
                  "torch_spread": spread([r["best_ms"] for r in rows["torch"]]),
                  "ratio_ours_over_torch": best["ours"] / best["torch"],
+                 "quiet_ours_best_ms": min(quiet["ours"], default=None),
+                 "quiet_torch_best_ms": min(quiet["torch"], default=None),
                  "cmd_ours": shown(ours_forward(a, batch, backward)),
                  "cmd_torch": shown(torch_forward(a, batch, backward))}
         results["timing"].append(entry)
         print(f"== 3. {name}, batch {batch} x {a.seq}: ours best {best['ours'] / 1e3:.2f} s "
               f"(spread {entry['ours_spread']:.0%}), torch best {best['torch'] / 1e3:.2f} s "
               f"(spread {entry['torch_spread']:.0%}), ours/torch {entry['ratio_ours_over_torch']:.2f}", flush=True)
+        if quiet["ours"] and quiet["torch"]:
+            print(f"   quiet runs only (others <= {a.quiet_pct:.0f}%): ours {min(quiet['ours']) / 1e3:.2f} s, "
+                  f"torch {min(quiet['torch']) / 1e3:.2f} s, ours/torch {min(quiet['ours']) / min(quiet['torch']):.2f}")
+        else:
+            print(f"   no quiet pair (others <= {a.quiet_pct:.0f}%): {len(quiet['ours'])} ours, {len(quiet['torch'])} torch")
         if backward:
             o, t = rows["ours"][0], rows["torch"][0]
             print(f"   loss ours {o['loss']:.5f}, torch {t['loss']:.5f}; gradients for "
@@ -277,6 +286,8 @@ def main():
     ap.add_argument("--warmup", type=int, default=0, help="untimed steps per process before them")
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--quiet-pct", type=float, default=25.0,
+                    help="a run is quiet when other processes used at most this much CPU (100 = one core)")
     ap.add_argument("--check-batch", type=int, default=2)
     ap.add_argument("--check-seq", type=int, default=200, help="not a multiple of m: exercises the short first chunk")
     ap.add_argument("--prompt", default="The Eiffel Tower is located in")
