@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Installs the Debian packages retro needs to build (Faiss is compiled from source by the faiss crate's `static`
-# feature: it needs cmake, a C++ compiler, BLAS and LAPACK), but only those that are missing.
+# feature: it needs cmake, a C++ compiler, BLAS and LAPACK; `retro plot` reads the DejaVu font), but only those
+# that are missing.
 set -euo pipefail
-packages=(cmake g++ make libopenblas-dev liblapack-dev pkg-config "$@")
+packages=(cmake g++ make libopenblas-dev liblapack-dev pkg-config fonts-dejavu-core "$@")
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

@@ -7,6 +7,7 @@ mod db;
 mod eval;
 mod generate;
 mod model;
+mod plot;
 mod progress;
 mod train;
 
@@ -46,6 +47,8 @@ enum Command {
     /// Evaluate a model: validation perplexity.
     #[command(subcommand)]
     Eval(eval::EvalCommand),
+    /// Draw the loss curves of training runs on one PNG.
+    Plot(plot::PlotArgs),
 }
 
 fn main() -> ExitCode {
@@ -96,6 +99,7 @@ fn main() -> ExitCode {
         Command::Generate(args) => generate::run(args),
         Command::Train(args) => train::run(args),
         Command::Eval(command) => eval::run(command),
+        Command::Plot(args) => plot::run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

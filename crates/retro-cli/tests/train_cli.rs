@@ -256,6 +256,28 @@ fn killed_and_resumed_run_equals_an_uninterrupted_one() {
     ]))
     .unwrap();
     assert!((val.last().unwrap() - limited["loss"].as_f64().unwrap()).abs() < 1e-5);
+
+    // Both runs' curves on one PNG.
+    let png = tmp.path().join("loss.png");
+    ok(&[
+        "plot",
+        &format!("straight={}", p(&straight)),
+        p(&killed),
+        "--out",
+        p(&png),
+    ]);
+    let bytes = std::fs::read(&png).unwrap();
+    assert_eq!(&bytes[..8], b"\x89PNG\r\n\x1a\n");
+    assert_eq!(u32::from_be_bytes(bytes[16..20].try_into().unwrap()), 1100);
+    assert!(
+        bytes.len() > 10_000,
+        "the plot is nearly empty ({} bytes)",
+        bytes.len()
+    );
+    fails(
+        &["plot", p(&tmp.path().join("nothing")), "--out", p(&png)],
+        "metrics.jsonl",
+    );
 }
 
 #[test]

@@ -15,6 +15,7 @@ pub mod loss;
 pub mod metrics;
 pub mod options;
 pub mod order;
+pub mod plot;
 pub mod samples;
 pub mod schedule;
 pub mod start;
