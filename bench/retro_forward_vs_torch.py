@@ -21,7 +21,8 @@ One run does four things, all on the CPU with the same thread count on both side
 
 Every measurement records the load average before it and the CPU that other processes used during
 it ("others", 100% = one core: busy time from /proc/stat minus the child's own CPU time); the
-summary also gives the best of the quiet runs (others <= --quiet-pct, default 25%).
+summary also gives the best of the quiet runs (others <= --quiet-pct, default 25%). With
+--wait-quiet S each measurement first waits up to S seconds for a quiet 5-s window.
 
 Usage (from the repository root, after `cargo build --release -p retro-cli`):
     bench/.venv/bin/python bench/retro_forward_vs_torch.py [--threads 2] [--repeats 3]
@@ -56,8 +57,24 @@ def children_cpu_s():
     return r.ru_utime + r.ru_stime
 
 
+WAIT_QUIET = {"max_s": 0.0, "pct": 25.0}
+
+
+def wait_quiet():
+    """Waits (up to WAIT_QUIET["max_s"] seconds) until the CPU used by all processes over 5 s is at
+    most WAIT_QUIET["pct"] (100 = one core); returns the seconds waited."""
+    t0 = time.perf_counter()
+    while time.perf_counter() - t0 < WAIT_QUIET["max_s"]:
+        b0 = cpu_busy_s()
+        time.sleep(5)
+        if 100.0 * (cpu_busy_s() - b0) / 5 <= WAIT_QUIET["pct"]:
+            break
+    return time.perf_counter() - t0
+
+
 def run(cmd, env=None):
     """Runs cmd; returns (stdout, stderr, wall seconds, load average before, others' CPU %)."""
+    wait_quiet()
     load = os.getloadavg()[0]
     busy0, child0, t0 = cpu_busy_s(), children_cpu_s(), time.perf_counter()
     p = subprocess.run(cmd, capture_output=True, text=True, env=env)
@@ -298,7 +315,11 @@ def main():
     ap.add_argument("--skip-timing", action="store_true")
     ap.add_argument("--skip-decode", action="store_true")
     ap.add_argument("--json-out", default=os.path.join("bench", "out", "results.jsonl"))
+    ap.add_argument("--wait-quiet", type=float, default=0.0, metavar="S",
+                    help="before each measurement wait up to S seconds for a 5-s window with at most "
+                         "--quiet-pct CPU in use (0: do not wait)")
     a = ap.parse_args()
+    WAIT_QUIET.update(max_s=a.wait_quiet, pct=a.quiet_pct)
     os.chdir(ROOT)
     os.makedirs(os.path.join("bench", "out"), exist_ok=True)
     results = {"bench": "retro_forward_vs_torch", "date": datetime.datetime.now(datetime.timezone.utc).strftime("%F"),
