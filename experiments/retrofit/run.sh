@@ -10,9 +10,10 @@
 #   STEPS           steps of each of the four fitting runs          (default 400)
 #   SEQ BATCH       tokens per sample, samples per step             (default 256, 8)
 #   HIDDEN LAYERS   base GPT size (Llama, 4 heads, 2 KV heads)      (default 128, 12: CCA at layers 6, 9, 12)
-#   EVAL_SAMPLES    validation samples per evaluation, 0 = all      (default 0)
+#   EVAL_SAMPLES    validation samples per evaluation during training, 0 = all (default 64; the table uses all)
 #   THREADS         (default: all cores)
-# Example of a quick smoke run: DB=demo-out/wiki-db BASE_STEPS=60 STEPS=40 SEQ=128 BATCH=4 bash experiments/retrofit/run.sh
+# A quick smoke run (minutes): DB=demo-out/wiki-db BASE_STEPS=80 STEPS=40 SEQ=128 BATCH=4 HIDDEN=64 LAYERS=6 \
+#   EVAL_SAMPLES=16 bash experiments/retrofit/run.sh
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 DATA=${DATA:-../shared/data}
@@ -23,7 +24,7 @@ SEQ=${SEQ:-256}
 BATCH=${BATCH:-8}
 HIDDEN=${HIDDEN:-128}
 LAYERS=${LAYERS:-12}
-EVAL_SAMPLES=${EVAL_SAMPLES:-0}
+EVAL_SAMPLES=${EVAL_SAMPLES:-64}
 THREADS_FLAG=()
 [ -n "${THREADS:-}" ] && THREADS_FLAG=(--threads "$THREADS")
 RETRO=target/release/retro
@@ -55,7 +56,7 @@ common=(--db "$DB" --batch "$BATCH" --seq-len "$SEQ" --eval-samples "$EVAL_SAMPL
 run_or_resume() { # NAME ARGS...: start a run, or resume it if a previous invocation was interrupted
   local name=$1; shift
   if [ -f "$OUT/$name/run.json" ]; then
-    $RETRO "${THREADS_FLAG[@]}" train --resume "$OUT/$name"
+    $RETRO "${THREADS_FLAG[@]}" train --resume "$OUT/$name" --eval-samples "$EVAL_SAMPLES"
   else
     $RETRO "${THREADS_FLAG[@]}" train "$@" --out "$OUT/$name"
   fi

@@ -2,11 +2,14 @@
 //! real SmolLM2 tokenizer, MiniLM embedder and Faiss: the invariants of a Retro retrieval DB, kill -9 resume, and the
 //! one-line errors for bad input.
 
+mod common;
+
+use common::{fails, ok, p, shared_data};
 use retro_data::ChunkDb;
 use retro_db::{Embeddings, Neighbors};
 use std::io::{BufRead, Write};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::Command;
 use std::sync::OnceLock;
 
 /// Well-known articles that plain questions must find (see `search_finds_the_obvious_article`).
@@ -20,16 +23,6 @@ const KNOWN_TITLES: [&str; 8] = [
     "DNA",
     "Amazon River",
 ];
-
-fn shared_data() -> PathBuf {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../shared/data");
-    assert!(
-        dir.join("MANIFEST.md").is_file(),
-        "{}: shared assets missing (see README)",
-        dir.display()
-    );
-    dir
-}
 
 fn tokenizer_path() -> PathBuf {
     shared_data().join("models/smollm2-135m-instruct/tokenizer.json")
@@ -53,49 +46,6 @@ fn write_corpus(path: &Path, n_other: usize) {
             writeln!(out, "{line}").unwrap();
         }
     }
-}
-
-fn retro(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_retro"))
-        .args(args)
-        .args(["--threads", "2"])
-        .output()
-        .unwrap()
-}
-
-fn ok(args: &[&str]) -> String {
-    let out = retro(args);
-    assert!(
-        out.status.success(),
-        "retro {args:?} failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).unwrap()
-}
-
-/// Runs a command that must fail: exit code 2, one line on stderr containing `expected`, no panic.
-fn fails(args: &[&str], expected: &str) {
-    let out = retro(args);
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(
-        out.status.code(),
-        Some(2),
-        "retro {args:?} should fail; stderr: {stderr}"
-    );
-    assert!(
-        !stderr.contains("panicked"),
-        "retro {args:?} panicked: {stderr}"
-    );
-    let lines: Vec<&str> = stderr.lines().filter(|l| !l.trim().is_empty()).collect();
-    assert_eq!(lines.len(), 1, "one-line error expected, got: {stderr}");
-    assert!(
-        lines[0].starts_with("error: ") && lines[0].contains(expected),
-        "expected {expected:?} in: {stderr}"
-    );
-}
-
-fn p(path: &Path) -> &str {
-    path.to_str().unwrap()
 }
 
 fn build_args<'a>(corpus: &'a Path, out: &'a Path, extra: &[&'a str]) -> Vec<String> {

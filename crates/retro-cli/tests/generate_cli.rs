@@ -1,8 +1,10 @@
 //! `retro generate` on the real SmolLM2-135M-Instruct GGUF (../shared/data/models/smollm2-135m-instruct): the greedy
 //! answer of its reference_generation.json, as JSON and streamed, and one-line errors.
 
+mod common;
+
+use common::retro;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
 
 fn smollm2() -> PathBuf {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -13,14 +15,6 @@ fn smollm2() -> PathBuf {
         dir.display()
     );
     dir
-}
-
-fn retro(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_retro"))
-        .args(args)
-        .args(["--threads", "2"])
-        .output()
-        .unwrap()
 }
 
 const QUESTION: &str = "What is the capital of France?";

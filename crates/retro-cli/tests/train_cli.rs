@@ -2,59 +2,14 @@
 //! Faiss): a run killed with kill -9 and resumed gives the losses of an uninterrupted run, a TOML
 //! config with flags overriding it, perplexity with and without retrieval, one-line errors.
 
+mod common;
+
+use common::{fails, ok, p, shared_data};
 use std::io::{BufRead, Write};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::Command;
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
-
-fn shared_data() -> PathBuf {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../shared/data");
-    assert!(
-        dir.join("MANIFEST.md").is_file(),
-        "{}: shared assets missing",
-        dir.display()
-    );
-    dir
-}
-
-fn p(path: &Path) -> &str {
-    path.to_str().unwrap()
-}
-
-fn retro(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_retro"))
-        .args(args)
-        .args(["--threads", "2"])
-        .output()
-        .unwrap()
-}
-
-fn ok(args: &[&str]) -> String {
-    let out = retro(args);
-    assert!(
-        out.status.success(),
-        "retro {args:?} failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).unwrap()
-}
-
-fn fails(args: &[&str], expected: &str) {
-    let out = retro(args);
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(
-        out.status.code(),
-        Some(2),
-        "retro {args:?} should fail: {stderr}"
-    );
-    let lines: Vec<&str> = stderr.lines().filter(|l| !l.trim().is_empty()).collect();
-    assert_eq!(lines.len(), 1, "one-line error expected, got: {stderr}");
-    assert!(
-        lines[0].starts_with("error: ") && lines[0].contains(expected),
-        "expected {expected:?} in: {stderr}"
-    );
-}
 
 struct Fixture {
     _tmp: tempfile::TempDir,
