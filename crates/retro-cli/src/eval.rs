@@ -1,13 +1,9 @@
 //! `retro eval …`: validation perplexity.
 
-use anyhow::{Context, Result};
+use anyhow::Result;
 use clap::{Args, Subcommand};
-use retro_data::ChunkDb;
-use retro_db::Neighbors;
 use retro_model::candle_core::Device;
-use retro_model::retro_config::is_retro_checkpoint;
-use retro_model::RetroWeights;
-use retro_train::{perplexity, resolve_checkpoint, SampleSet, SampleShape, Split};
+use retro_train::{checkpoint_perplexity, PplOptions, Split};
 use std::path::PathBuf;
 
 use crate::progress::bar;
@@ -53,56 +49,20 @@ pub fn run(command: EvalCommand) -> Result<()> {
 }
 
 fn ppl(a: PplArgs) -> Result<()> {
-    let device = Device::Cpu;
-    let dir = resolve_checkpoint(&a.model)?;
-    if !(dir.is_dir() && is_retro_checkpoint(&dir)) {
-        anyhow::bail!(
-            "{}: not a Retro checkpoint (make one with `retro model retrofit` or `retro train`)",
-            dir.display()
-        );
-    }
-    let weights = RetroWeights::load(&dir, &device)?;
-    let model = weights.build()?;
-    let cfg = &weights.config;
-    let db = ChunkDb::open(&a.db)?;
-    let neighbors = if a.no_retrieval {
-        None
-    } else {
-        Some(Neighbors::open(&db).context("evaluation with retrieval needs the DB's neighbours")?)
+    let options = PplOptions {
+        model: a.model,
+        db: a.db,
+        split: a.split,
+        retrieval: !a.no_retrieval,
+        seq_len: a.seq_len,
+        batch: a.batch,
+        limit: a.limit,
     };
-    let max = cfg.decoder.max_position_embeddings;
-    let seq_len = a
-        .seq_len
-        .unwrap_or((512.min(max) / cfg.chunk_len) * cfg.chunk_len);
-    let shape = SampleShape {
-        seq_len,
-        chunk_len: cfg.chunk_len,
-        num_neighbors: cfg.num_neighbors,
-        retrieved_len: cfg.retrieved_len,
-    };
-    let set = SampleSet::new(&db, neighbors.as_ref(), a.split, shape)?;
-    if set.is_empty() {
-        anyhow::bail!(
-            "the DB {} has no {:?} sample of {seq_len} tokens",
-            a.db.display(),
-            a.split
-        );
-    }
-    let total = if a.limit == 0 {
-        set.len()
-    } else {
-        a.limit.min(set.len())
-    };
-    let progress = bar(total as u64, "eval");
-    let p = perplexity(
-        &model,
-        &set,
-        !a.no_retrieval,
-        a.batch.max(1),
-        a.limit,
-        &device,
-        &mut |done, _| progress.set_position(done as u64),
-    )?;
+    let progress = bar(0, "eval");
+    let p = checkpoint_perplexity(&options, &Device::Cpu, &mut |done, total| {
+        progress.set_length(total as u64);
+        progress.set_position(done as u64);
+    })?;
     progress.finish_and_clear();
     if a.json {
         println!("{}", serde_json::to_string_pretty(&p)?);

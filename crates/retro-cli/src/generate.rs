@@ -257,17 +257,7 @@ struct DbRetriever {
 impl DbRetriever {
     fn open(dir: &Path, model_tokenizer: &GptTokenizer, model: &RetroModel) -> Result<Self> {
         let db = RetrievalDb::open(dir, None, None)?;
-        if db.tokenizer.sha256 != model_tokenizer.sha256
-            && db.tokenizer.inner().get_vocab(true) != model_tokenizer.inner().get_vocab(true)
-        {
-            bail!(
-                "the DB {} was built with another tokenizer (sha256 {}) than the model's (sha256 {}) and their \
-                 vocabularies differ",
-                dir.display(),
-                &db.tokenizer.sha256[..12],
-                &model_tokenizer.sha256[..12]
-            );
-        }
+        model_tokenizer.check_same_as_db(&db.tokenizer, dir)?;
         let m = model.config().chunk_len;
         if db.chunks.chunk_len() != m {
             bail!(

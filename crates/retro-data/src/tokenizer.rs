@@ -59,6 +59,22 @@ impl GptTokenizer {
         &self.path
     }
 
+    /// Fails when this (a model's) tokenizer does not tokenise as `db`'s, the one the DB in `db_dir` was built
+    /// with: neither the same file nor the same vocabulary.
+    pub fn check_same_as_db(&self, db: &GptTokenizer, db_dir: &Path) -> Result<()> {
+        if self.sha256 != db.sha256 && self.inner.get_vocab(true) != db.inner.get_vocab(true) {
+            bail!(
+                "the DB {} was built with another tokenizer (sha256 {}) than the model's {} (sha256 {}) and their \
+                 vocabularies differ",
+                db_dir.display(),
+                &db.sha256[..12],
+                self.path.display(),
+                &self.sha256[..12]
+            );
+        }
+        Ok(())
+    }
+
     pub fn encode(&self, text: &str) -> Result<Vec<u32>> {
         let encoding = self
             .inner

@@ -22,7 +22,7 @@ pub mod start;
 pub mod trainer;
 
 pub use checkpoint::resolve_checkpoint;
-pub use eval::{perplexity, Perplexity};
+pub use eval::{checkpoint_perplexity, perplexity, Perplexity, PplOptions};
 pub use options::{Mode, TrainOptions, TrainOverrides};
 pub use samples::{Sample, SampleSet, SampleShape, Split};
 pub use trainer::{resume, train, Observer, Quiet, RunInfo, TrainReport};

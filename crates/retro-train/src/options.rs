@@ -271,17 +271,7 @@ impl TrainOptions {
 
     /// The sequence length for a model with chunks of `m` and context `max_positions`.
     pub fn resolve_seq_len(&self, m: usize, max_positions: usize) -> Result<usize> {
-        let n = match self.seq_len {
-            Some(n) => n,
-            None => (512.min(max_positions) / m) * m,
-        };
-        if n == 0 || n % m != 0 {
-            bail!("--seq-len {n} is not a positive multiple of the chunk length {m}");
-        }
-        if n > max_positions {
-            bail!("--seq-len {n} exceeds the model context ({max_positions} positions)");
-        }
-        Ok(n)
+        resolve_seq_len(self.seq_len, m, max_positions)
     }
 
     /// Options a resumed run may change: the total steps, evaluation and checkpoint cadence.
@@ -318,4 +308,17 @@ impl TrainOptions {
         differs("--no-retrieval", !given.no_retrieval || self.no_retrieval)?;
         Ok(())
     }
+}
+
+/// `given`, checked, or the default: 512 tokens, or the model's context if shorter, in whole chunks
+/// of `m`.
+pub fn resolve_seq_len(given: Option<usize>, m: usize, max_positions: usize) -> Result<usize> {
+    let n = given.unwrap_or((512.min(max_positions) / m) * m);
+    if n == 0 || n % m != 0 {
+        bail!("--seq-len {n} is not a positive multiple of the chunk length {m}");
+    }
+    if n > max_positions {
+        bail!("--seq-len {n} exceeds the model context ({max_positions} positions)");
+    }
+    Ok(n)
 }

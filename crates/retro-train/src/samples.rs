@@ -50,6 +50,16 @@ pub struct SampleShape {
 }
 
 impl SampleShape {
+    /// The shape of `seq_len`-token samples for a model with `cfg`'s retrieval fields.
+    pub fn for_model(cfg: &retro_model::RetroConfig, seq_len: usize) -> Self {
+        Self {
+            seq_len,
+            chunk_len: cfg.chunk_len,
+            num_neighbors: cfg.num_neighbors,
+            retrieved_len: cfg.retrieved_len,
+        }
+    }
+
     pub fn chunks_per_sample(&self) -> usize {
         self.seq_len / self.chunk_len
     }
@@ -142,6 +152,21 @@ impl<'a> SampleSet<'a> {
 
     pub fn is_empty(&self) -> bool {
         self.len() == 0
+    }
+
+    /// Whether samples carry neighbours (the set was made with them).
+    pub fn has_neighbors(&self) -> bool {
+        self.neighbors.is_some()
+    }
+
+    /// Samples `indices` stacked into a batch on `device`.
+    pub fn batch(
+        &self,
+        indices: impl IntoIterator<Item = usize>,
+        device: &candle_core::Device,
+    ) -> Result<crate::batch::Batch> {
+        let samples: Vec<Sample> = indices.into_iter().map(|i| self.get(i)).collect();
+        crate::batch::Batch::new(&samples, self.shape, self.has_neighbors(), device)
     }
 
     /// Sample `i`, with neighbours when the set has them (otherwise `neighbors` is empty).

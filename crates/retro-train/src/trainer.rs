@@ -12,7 +12,7 @@ use candle_core::{Device, Tensor, Var};
 use retro_data::{ChunkDb, GptTokenizer};
 use retro_db::neighbors::Neighbors;
 use retro_model::retro_weights::{tensor_part, Part};
-use retro_model::{RetroModel, RetroWeights};
+use retro_model::RetroWeights;
 
 use crate::adamw::{AdamW, AdamWConfig};
 use crate::batch::Batch;
@@ -158,12 +158,7 @@ fn run(
     let cfg = weights.config.clone();
     let seq_len = options.resolve_seq_len(cfg.chunk_len, cfg.decoder.max_position_embeddings)?;
     options.seq_len = Some(seq_len);
-    let shape = SampleShape {
-        seq_len,
-        chunk_len: cfg.chunk_len,
-        num_neighbors: cfg.num_neighbors,
-        retrieved_len: cfg.retrieved_len,
-    };
+    let shape = SampleShape::for_model(&cfg, seq_len);
     let train_set = SampleSet::new(&db, neighbors.as_ref(), Split::Train, shape)?;
     let valid_set = SampleSet::new(&db, neighbors.as_ref(), Split::Valid, shape)?;
     if train_set.is_empty() {
@@ -236,10 +231,8 @@ fn run(
         let micro: Vec<Batch> = (0..options.grad_accum)
             .map(|a| {
                 let first = state.position + (a * options.batch) as u64;
-                let samples: Vec<_> = (first..first + options.batch as u64)
-                    .map(|p| train_set.get(order.sample_at(p)))
-                    .collect();
-                Batch::new(&samples, shape, retrieval, &device)
+                let positions = first..first + options.batch as u64;
+                train_set.batch(positions.map(|p| order.sample_at(p)), &device)
             })
             .collect::<Result<_>>()?;
         observer.batches(state.step + 1, &micro);
@@ -293,7 +286,14 @@ fn run(
             && ((options.eval_every > 0 && state.step % options.eval_every == 0) || last)
         {
             let current = current_weights(&weights, &vars)?.build()?;
-            let p = validate(&current, &valid_set, retrieval, &options, &device)?;
+            let p = perplexity(
+                &current,
+                &valid_set,
+                options.batch,
+                options.eval_samples,
+                &device,
+                &mut |_, _| {},
+            )?;
             let record = EvalMetrics {
                 step: state.step,
                 val_loss: p.loss,
@@ -326,24 +326,6 @@ fn run(
         last_eval,
         checkpoint,
     })
-}
-
-fn validate(
-    model: &RetroModel,
-    set: &SampleSet,
-    retrieval: bool,
-    options: &TrainOptions,
-    device: &Device,
-) -> Result<crate::eval::Perplexity> {
-    perplexity(
-        model,
-        set,
-        retrieval,
-        options.batch,
-        options.eval_samples,
-        device,
-        &mut |_, _| {},
-    )
 }
 
 /// The model's current tensors (detached from the autograd graph) as checkpointable weights.
@@ -388,17 +370,6 @@ fn check_tokenizer(dir: Option<&Path>, db: &ChunkDb, weights: &RetroWeights) -> 
     }
     let model_tok = GptTokenizer::load(&path, None)
         .or_else(|_| GptTokenizer::load(&path, Some("<|endoftext|>")))?;
-    let db_tok = db.tokenizer()?;
-    if model_tok.sha256 != db_tok.sha256
-        && model_tok.inner().get_vocab(true) != db_tok.inner().get_vocab(true)
-    {
-        bail!(
-            "the DB {} was built with another tokenizer (sha256 {}) than the model's {} (sha256 {})",
-            db.dir.display(),
-            &db_tok.sha256[..12],
-            path.display(),
-            &model_tok.sha256[..12]
-        );
-    }
+    model_tok.check_same_as_db(&db.tokenizer()?, &db.dir)?;
     Ok(())
 }
