@@ -12,12 +12,14 @@ use candle_core::{DType, Device, Tensor};
 use candle_nn::{VarBuilder, VarMap};
 use serde::Serialize;
 
-use crate::config::RopeLayout;
+use crate::config::{LlamaConfig, RopeLayout};
 use crate::hf;
 use crate::retro::RetroModel;
 use crate::retro_config::{RetroConfig, RetroOptions};
 use crate::tiny::SplitMix64;
-use crate::weights::{check_expected, expected_tensors, Source, Weights};
+use crate::weights::{
+    check_expected, expected_tensors, tensors_device, varmap_of, Source, Weights,
+};
 
 /// File names inside a checkpoint directory.
 pub const CONFIG_FILE: &str = "config.json";
@@ -139,23 +141,62 @@ pub fn init_retro_tensors(
     init: &RetroInit,
     device: &Device,
 ) -> Result<HashMap<String, Tensor>> {
-    let mut spec = retro_only_tensors(cfg);
+    let zero_cca_output = |name: &str| {
+        init.cca == CcaInit::Zero
+            && tensor_part(name) == Part::Cca
+            && name.ends_with("cross_attn.o_proj.weight")
+    };
+    megatron_init(
+        retro_only_tensors(cfg),
+        SplitMix64::new(init.seed),
+        init.std,
+        cfg.decoder.num_hidden_layers,
+        &zero_cca_output,
+        device,
+    )
+}
+
+/// A new decoder for pretraining, initialised as [`init_retro_tensors`] does (embeddings and the
+/// untied head like input projections), from its own stream of `seed`.
+pub fn init_decoder_tensors(
+    cfg: &LlamaConfig,
+    seed: u64,
+    std: f64,
+    device: &Device,
+) -> Result<HashMap<String, Tensor>> {
+    megatron_init(
+        expected_tensors(cfg),
+        SplitMix64::new(seed ^ 0xDEC0_DE00),
+        std,
+        cfg.num_hidden_layers,
+        &|_| false,
+        device,
+    )
+}
+
+/// Megatron's `init_method_normal` / `scaled_init_method_normal` over `spec`, in name order: 1-D
+/// tensors (norm gains) 1, `zero(name)` tensors 0, output projections `N(0, std²/(2·layers))`,
+/// every other matrix `N(0, std²)`.
+fn megatron_init(
+    mut spec: Vec<(String, Vec<usize>)>,
+    mut rng: SplitMix64,
+    std: f64,
+    num_layers: usize,
+    zero: &dyn Fn(&str) -> bool,
+    device: &Device,
+) -> Result<HashMap<String, Tensor>> {
     spec.sort();
-    let mut rng = SplitMix64::new(init.seed);
-    let out_std = init.std / (2.0 * cfg.decoder.num_hidden_layers as f64).sqrt();
+    let out_std = std / (2.0 * num_layers as f64).sqrt();
     let mut tensors = HashMap::new();
     for (name, shape) in spec {
         let n: usize = shape.iter().product();
         let is_output = name.ends_with("o_proj.weight") || name.ends_with("down_proj.weight");
         let data: Vec<f32> = if shape.len() == 1 {
             vec![1.0; n]
-        } else if init.cca == CcaInit::Zero
-            && tensor_part(&name) == Part::Cca
-            && name.ends_with("cross_attn.o_proj.weight")
-        {
+        } else if zero(&name) {
             vec![0.0; n]
         } else {
-            let std = if is_output { out_std } else { init.std };
+            let std = if is_output { out_std } else { std };
             (0..n).map(|_| (std * rng.normal()) as f32).collect()
         };
         tensors.insert(name, Tensor::from_vec(data, shape, device)?);
@@ -202,11 +243,7 @@ impl ParamCounts {
 pub fn retrofit(base: &Weights, opts: &RetroOptions, init: &RetroInit) -> Result<RetroWeights> {
     let base = base.to_rope_layout(RopeLayout::RotateHalf)?;
     let config = RetroConfig::new(base.config.clone(), opts)?;
-    let device = base
-        .tensors
-        .get("model.embed_tokens.weight")
-        .map(|t| t.device().clone())
-        .context("base model has no model.embed_tokens.weight")?;
+    let device = tensors_device(&base.tensors).context("base model")?;
     let mut tensors = HashMap::new();
     for (name, _) in expected_tensors(&config.decoder) {
         let t = base
@@ -255,17 +292,10 @@ impl RetroWeights {
         )
     }
 
-    fn device(&self) -> Result<Device> {
-        self.tensors
-            .get("model.embed_tokens.weight")
-            .map(|t| t.device().clone())
-            .context("tensor model.embed_tokens.weight missing")
-    }
-
     /// An inference model sharing these tensors.
     pub fn build(&self) -> Result<RetroModel> {
         self.check()?;
-        let device = self.device()?;
+        let device = tensors_device(&self.tensors)?;
         RetroModel::load(
             VarBuilder::from_tensors(self.tensors.clone(), DType::F32, &device),
             &self.config,
@@ -275,19 +305,9 @@ impl RetroWeights {
     /// A trainable model: every tensor becomes a `Var` of the returned map.
     pub fn build_trainable(&self) -> Result<(RetroModel, VarMap)> {
         self.check()?;
-        let device = self.device()?;
-        let varmap = VarMap::new();
-        {
-            let mut data = varmap.data().lock().expect("fresh VarMap lock");
-            for (name, t) in &self.tensors {
-                data.insert(name.clone(), candle_core::Var::from_tensor(t)?);
-            }
-        }
-        let model = RetroModel::load(
-            VarBuilder::from_varmap(&varmap, DType::F32, &device),
-            &self.config,
-        )?;
-        Ok((model, varmap))
+        let varmap = varmap_of(&self.tensors)?;
+        let vb = VarBuilder::from_varmap(&varmap, DType::F32, &tensors_device(&self.tensors)?);
+        Ok((RetroModel::load(vb, &self.config)?, varmap))
     }
 
     /// Writes `dir/config.json` and `dir/model.safetensors` (f32), creating `dir`.

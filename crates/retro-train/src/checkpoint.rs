@@ -88,14 +88,7 @@ pub fn read_run_record(run: &Path) -> Result<RunRecord> {
     })?;
     let record: RunRecord = serde_json::from_str(&text)
         .with_context(|| format!("{}: not a retro run record", path.display()))?;
-    if record.format != RUN_FORMAT || record.version != FORMAT_VERSION {
-        bail!(
-            "{}: format {:?} version {}, this build reads {RUN_FORMAT:?} version {FORMAT_VERSION}",
-            path.display(),
-            record.format,
-            record.version
-        );
-    }
+    check_format(&path, &record.format, record.version, RUN_FORMAT)?;
     Ok(record)
 }
 
@@ -223,16 +216,20 @@ pub fn load_training_state(
     })?;
     let state: TrainState = serde_json::from_str(&text)
         .with_context(|| format!("{}: corrupt training state", state_path.display()))?;
-    if state.format != STATE_FORMAT || state.version != FORMAT_VERSION {
-        bail!(
-            "{}: format {:?} version {}, this build reads {STATE_FORMAT:?} version {FORMAT_VERSION}",
-            state_path.display(),
-            state.format,
-            state.version
-        );
-    }
+    check_format(&state_path, &state.format, state.version, STATE_FORMAT)?;
     let opt_path = ckpt.join(OPTIMIZER_FILE);
     let optimizer = candle_core::safetensors::load(&opt_path, device)
         .with_context(|| format!("{}: cannot read the optimizer state", opt_path.display()))?;
     Ok((state, optimizer))
+}
+
+/// Fails unless a file of ours declares `expected` at this build's [`FORMAT_VERSION`].
+fn check_format(path: &Path, format: &str, version: u32, expected: &str) -> Result<()> {
+    if format != expected || version != FORMAT_VERSION {
+        bail!(
+            "{}: format {format:?} version {version}, this build reads {expected:?} version {FORMAT_VERSION}",
+            path.display()
+        );
+    }
+    Ok(())
 }

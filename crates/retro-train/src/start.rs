@@ -2,16 +2,13 @@
 //! checkpoint, or a GPT retro-fitted on the fly (reference §2), and the directory whose tokenizer
 //! the model speaks.
 
-use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
-use candle_core::{Device, Tensor};
+use candle_core::Device;
 use retro_model::config::LlamaConfig;
 use retro_model::retro_config::{is_retro_checkpoint, is_retro_config_value};
-use retro_model::retro_weights::{init_retro_tensors, retrofit, source_dir, tensor_part, Part};
-use retro_model::tiny::SplitMix64;
-use retro_model::weights::expected_tensors;
+use retro_model::retro_weights::{init_decoder_tensors, init_retro_tensors, retrofit, source_dir};
 use retro_model::{CcaInit, RetroConfig, RetroInit, RetroOptions, RetroWeights, Weights};
 
 use crate::checkpoint::resolve_checkpoint;
@@ -120,33 +117,4 @@ fn config_for_pretraining(path: &Path, chunk_len: usize) -> Result<RetroConfig> 
         );
     }
     Ok(cfg)
-}
-
-/// A new decoder as Megatron initialises one (`init_method_normal` / `scaled_init_method_normal`):
-/// embeddings and input projections `N(0, std²)`, output projections (`o_proj`, `down_proj`)
-/// `N(0, std²/(2·layers))`, norm gains 1; drawn in name order from `seed`.
-pub fn init_decoder_tensors(
-    cfg: &LlamaConfig,
-    seed: u64,
-    std: f64,
-    device: &Device,
-) -> Result<HashMap<String, Tensor>> {
-    let mut spec = expected_tensors(cfg);
-    spec.sort();
-    let mut rng = SplitMix64::new(seed ^ 0xDEC0_DE00);
-    let out_std = std / (2.0 * cfg.num_hidden_layers as f64).sqrt();
-    let mut tensors = HashMap::new();
-    for (name, shape) in spec {
-        debug_assert_eq!(tensor_part(&name), Part::Decoder);
-        let n: usize = shape.iter().product();
-        let data: Vec<f32> = if shape.len() == 1 {
-            vec![1.0; n]
-        } else {
-            let is_output = name.ends_with("o_proj.weight") || name.ends_with("down_proj.weight");
-            let s = if is_output { out_std } else { std };
-            (0..n).map(|_| (s * rng.normal()) as f32).collect()
-        };
-        tensors.insert(name, Tensor::from_vec(data, shape, device)?);
-    }
-    Ok(tensors)
 }

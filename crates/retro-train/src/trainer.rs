@@ -73,7 +73,7 @@ pub fn train(options: TrainOptions, observer: &mut dyn Observer) -> Result<Train
             options.out.display()
         );
     }
-    run(options, None, observer)
+    run(options, Begin::New, observer)
 }
 
 /// Continues the run in `run_dir` from its latest checkpoint. `given` may change only the total
@@ -94,7 +94,7 @@ pub fn resume(
     options.save_every = given.save_every.unwrap_or(options.save_every);
     options.keep_checkpoints = given.keep_checkpoints.unwrap_or(options.keep_checkpoints);
     let ckpt = latest_checkpoint(run_dir)?;
-    run(options, Some(ckpt), observer)
+    run(options, Begin::Resume(ckpt), observer)
 }
 
 /// The names of the parameters a run updates, sorted.
@@ -115,11 +115,18 @@ pub fn trainable_names(weights: &RetroWeights, options: &TrainOptions) -> Vec<St
     names
 }
 
-/// `resume_from`: None = a new run; Some(None) = a resumed run that had not checkpointed yet
-/// (it starts over); Some(Some(dir)) = continue from checkpoint `dir`.
+/// How [`run`] begins.
+enum Begin {
+    /// A new run: writes run.json.
+    New,
+    /// A resumed run, from its latest checkpoint; None when it had not written one yet (it starts
+    /// over, keeping its run.json).
+    Resume(Option<PathBuf>),
+}
+
 fn run(
     mut options: TrainOptions,
-    resume_from: Option<Option<PathBuf>>,
+    begin: Begin,
     observer: &mut dyn Observer,
 ) -> Result<TrainReport> {
     let device = Device::Cpu;
@@ -136,7 +143,10 @@ fn run(
         None
     };
 
-    let checkpoint = resume_from.clone().flatten();
+    let checkpoint = match &begin {
+        Begin::New => None,
+        Begin::Resume(dir) => dir.clone(),
+    };
     let (weights, tokenizer_dir, state, optimizer_state) = match &checkpoint {
         Some(dir) => {
             let weights = RetroWeights::load(dir, &device)?;
@@ -167,7 +177,7 @@ fn run(
             db.dir.display()
         );
     }
-    if resume_from.is_none() {
+    if matches!(begin, Begin::New) {
         write_run_record(&options.out, &options)?;
     }
 
@@ -180,11 +190,11 @@ fn run(
         .map(|(n, v)| (n.clone(), v.clone()))
         .collect();
     let trainable = trainable_names(&weights, &options);
-    let count = |names: &mut dyn Iterator<Item = &String>| -> usize {
-        names.map(|n| vars[n].as_tensor().elem_count()).sum()
-    };
-    let trainable_params = count(&mut trainable.iter());
-    let frozen_params = count(&mut vars.keys().filter(|n| !trainable.contains(n)));
+    let trainable_params: usize = trainable
+        .iter()
+        .map(|n| vars[n].as_tensor().elem_count())
+        .sum();
+    let frozen_params = weights.param_counts().total - trainable_params;
     let mut optimizer = AdamW::new(
         trainable
             .iter()
