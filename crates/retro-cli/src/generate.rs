@@ -2,6 +2,7 @@
 //! retrieval DB each time the sequence completes a chunk (the loop and the caches are in `retro_model::retro_generate`;
 //! this file loads things, implements the DB-backed `Retriever`, and prints).
 
+use crate::output::write_stdout;
 use anyhow::{bail, Context, Result};
 use clap::{Args, ValueEnum};
 use retro_data::GptTokenizer;
@@ -13,7 +14,6 @@ use retro_model::{
     generate, generate_plain, pad_tokens, GenerateOptions, Generation, Llama, Mode, Neighbor,
     Retriever, RetroModel, RetroWeights, SamplingOptions, Weights,
 };
-use std::io::Write;
 use std::path::{Path, PathBuf};
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -162,7 +162,7 @@ pub fn run(a: GenerateArgs) -> Result<()> {
             })
             .collect();
         let out = serde_json::json!({ "text": text, "tokens": generation.tokens, "retrievals": retrievals });
-        write_out(&(serde_json::to_string_pretty(&out)? + "\n"))
+        write_stdout(&(serde_json::to_string_pretty(&out)? + "\n"))
     } else {
         printer.finish(&text)
     }
@@ -227,7 +227,7 @@ impl Printer<'_> {
             && text.starts_with(&self.printed)
             && text.len() > self.printed.len()
         {
-            write_out(&text[self.printed.len()..])?;
+            write_stdout(&text[self.printed.len()..])?;
             self.printed = text;
         }
         Ok(())
@@ -235,16 +235,7 @@ impl Printer<'_> {
 
     fn finish(&mut self, text: &str) -> Result<()> {
         let rest = text.strip_prefix(self.printed.as_str()).unwrap_or("");
-        write_out(&format!("{rest}\n"))
-    }
-}
-
-fn write_out(text: &str) -> Result<()> {
-    let mut out = std::io::stdout().lock();
-    match out.write_all(text.as_bytes()).and_then(|_| out.flush()) {
-        // A closed pipe (`| head`) is not an error.
-        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
-        r => r.context("cannot write to stdout"),
+        write_stdout(&format!("{rest}\n"))
     }
 }
 

@@ -7,6 +7,7 @@ mod db;
 mod eval;
 mod generate;
 mod model;
+mod output;
 mod plot;
 mod progress;
 mod train;

@@ -10,6 +10,8 @@ use retro_model::retro_weights::{
 use retro_model::{retrofit, CcaInit, RetroInit, RetroOptions, Weights};
 use std::path::{Path, PathBuf};
 
+use crate::output::write_stdout;
+
 #[derive(Subcommand)]
 pub enum ModelCommand {
     /// Build a Retro model from a pretrained GPT: its decoder is the GPT, the encoder, chunked cross-attention and
@@ -123,7 +125,7 @@ fn run_retrofit(a: RetrofitArgs) -> Result<()> {
         None => Vec::new(),
     };
     let c = rw.param_counts();
-    emit(&format!(
+    write_stdout(&format!(
         "wrote {} ({} and {}): decoder {} + encoder {} + CCA {} parameters, Retro layers {:?}\n",
         a.out.display(),
         CONFIG_FILE,
@@ -140,7 +142,7 @@ fn run_retrofit(a: RetrofitArgs) -> Result<()> {
             a.out.display()
         );
     } else {
-        emit(&format!("copied {}\n", copied.join(", ")))?;
+        write_stdout(&format!("copied {}\n", copied.join(", ")))?;
     }
     Ok(())
 }
@@ -148,7 +150,7 @@ fn run_retrofit(a: RetrofitArgs) -> Result<()> {
 fn run_info(a: InfoArgs) -> Result<()> {
     let info = describe(&a.path)?;
     if a.json {
-        return emit(&(serde_json::to_string_pretty(&info)? + "\n"));
+        return write_stdout(&(serde_json::to_string_pretty(&info)? + "\n"));
     }
     let p = &info.parameters;
     let mut out = String::new();
@@ -196,18 +198,10 @@ fn run_info(a: InfoArgs) -> Result<()> {
         group(p.total)
     ));
     line(format!("stored as         {}", info.dtypes.join(", ")));
-    emit(&out)
+    write_stdout(&out)
 }
 
 /// Writes to stdout; a closed pipe (`| head`) is not an error.
-fn emit(text: &str) -> Result<()> {
-    use std::io::Write;
-    match std::io::stdout().lock().write_all(text.as_bytes()) {
-        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
-        r => r.context("cannot write to stdout"),
-    }
-}
-
 fn describe(path: &Path) -> Result<ModelInfo> {
     if path.is_dir() && is_retro_checkpoint(path) {
         return retro_checkpoint_info(path);

@@ -38,6 +38,39 @@ impl Projections {
             head_dim: hd,
         })
     }
+
+    /// Attention of queries `q` `(b, heads, t, head_dim)` (RoPE applied if any) over keys and
+    /// values `(b, kv_heads, s, head_dim)`, with an optional additive `mask` `(t, s)`, through
+    /// `o_proj`: `(b, t, hidden)`.
+    ///
+    /// Grouped-query attention without copying k/v `rep` times: query head `g*rep + r` uses kv head
+    /// `g` (HF `repeat_kv` order), so the `rep` query heads of group `g` are stacked along the
+    /// sequence axis and multiplied against that group's keys in one matmul.
+    pub(crate) fn attend(
+        &self,
+        q: &Tensor,
+        k: &Tensor,
+        v: &Tensor,
+        mask: Option<&Tensor>,
+    ) -> Result<Tensor> {
+        let (b, _, t, _) = q.dims4()?;
+        let s = k.dim(2)?;
+        let (nh, nkv, hd) = (self.num_heads, self.num_kv_heads, self.head_dim);
+        let rep = nh / nkv;
+        let q = (q * (1.0 / (hd as f64).sqrt()))?.reshape((b, nkv, rep * t, hd))?;
+        let scores = q.matmul(&k.t()?)?; // (b, nkv, rep*t, s)
+        let scores = match mask {
+            Some(m) => scores.reshape((b, nkv, rep, t, s))?.broadcast_add(m)?,
+            None => scores,
+        };
+        let probs = ops::softmax_last_dim(&scores)?.reshape((b, nkv, rep * t, s))?;
+        let out = probs.matmul(&v.contiguous()?)?; // (b, nkv, rep*t, hd)
+        let out = out
+            .reshape((b, nh, t, hd))?
+            .transpose(1, 2)?
+            .reshape((b, t, nh * hd))?;
+        self.o_proj.forward(&out)
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -82,24 +115,7 @@ impl Attention {
             Some((c, layer)) => c.extended(layer, &k, &v)?,
             None => (k, v),
         };
-        let s = k.dim(2)?;
-
-        // Grouped-query attention without copying k/v `rep` times: query head `g*rep + r` uses
-        // kv head `g` (HF `repeat_kv` order), so the `rep` query heads of group `g` are stacked
-        // along the sequence axis and multiplied against that group's keys in one matmul.
-        let rep = nh / nkv;
-        let q = (q * (1.0 / (hd as f64).sqrt()))?.reshape((b, nkv, rep * t, hd))?;
-        let scores = q.matmul(&k.t()?)?; // (b, nkv, rep*t, s)
-        let scores = match mask {
-            Some(m) => scores.reshape((b, nkv, rep, t, s))?.broadcast_add(m)?,
-            None => scores,
-        };
-        let probs = ops::softmax_last_dim(&scores)?.reshape((b, nkv, rep * t, s))?;
-        let out = probs.matmul(&v.contiguous()?)?; // (b, nkv, rep*t, hd)
-        let out = out
-            .reshape((b, nh, t, hd))?
-            .transpose(1, 2)?
-            .reshape((b, t, nh * hd))?;
-        Ok((self.p.o_proj.forward(&out)?, (k, v)))
+        let out = self.p.attend(&q, &k, &v, mask)?;
+        Ok((out, (k, v)))
     }
 }

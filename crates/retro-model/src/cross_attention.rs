@@ -11,7 +11,6 @@ use candle_nn::VarBuilder;
 
 use crate::attention::Projections;
 use crate::config::LlamaConfig;
-use crate::ops;
 
 #[derive(Debug, Clone)]
 pub struct CrossAttention {
@@ -44,16 +43,6 @@ impl CrossAttention {
         };
         let k = heads(self.p.k_proj.forward(ctx)?)?;
         let v = heads(self.p.v_proj.forward(ctx)?)?;
-        // Query head g*rep + r uses kv head g (as in `attention.rs`).
-        let rep = nh / nkv;
-        let q = (q * (1.0 / (hd as f64).sqrt()))?.reshape((b, nkv, rep * t, hd))?;
-        let scores = q.matmul(&k.t()?)?;
-        let probs = ops::softmax_last_dim(&scores)?;
-        let out = probs.matmul(&v)?; // (b, nkv, rep*t, hd)
-        let out = out
-            .reshape((b, nh, t, hd))?
-            .transpose(1, 2)?
-            .reshape((b, t, nh * hd))?;
-        self.p.o_proj.forward(&out)
+        self.p.attend(&q, &k, &v, None)
     }
 }

@@ -30,9 +30,10 @@ pub fn load_parts(
     };
     let mut bytes = Vec::new();
     for p in parts {
-        let b =
-            std::fs::read(p).with_context(|| format!("cannot read GGUF file {}", p.display()))?;
-        bytes.extend_from_slice(&b);
+        // Appended in place: reading each part into its own buffer first would double peak memory.
+        std::fs::File::open(p)
+            .and_then(|mut f| std::io::Read::read_to_end(&mut f, &mut bytes))
+            .with_context(|| format!("cannot read GGUF file {}", p.display()))?;
     }
     load_bytes(bytes, device).with_context(|| format!("GGUF {name}"))
 }

@@ -205,13 +205,9 @@ impl RetroModel {
             .map(|c| (&c.norm, &c.attn))
     }
 
-    /// For incremental generation: the encoder on neighbours `nb` `(b, l, k, r)` (any k ≥ 1)
-    /// against decoder chunks `(b·l, m, d)`; `(b·l, k·r, d)`.
-    pub(crate) fn encode_chunks(&self, nb: &Tensor, chunks: &Tensor) -> Result<Tensor> {
-        self.encode(nb, chunks)
-    }
-
-    fn encode(&self, nb: &Tensor, chunks: &Tensor) -> Result<Tensor> {
+    /// The encoder on neighbours `nb` `(b, l, k, r)` (any k ≥ 1; incremental generation passes
+    /// what it retrieved) against decoder chunks `(b·l, m, d)`: `(b·l, k·r, d)`.
+    pub(crate) fn encode(&self, nb: &Tensor, chunks: &Tensor) -> Result<Tensor> {
         let (b, l, k, r) = nb.dims4()?;
         let mut x = self
             .decoder

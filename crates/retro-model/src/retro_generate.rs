@@ -210,7 +210,7 @@ impl RetroModel {
                         let enc = match nb {
                             Some(nb) => {
                                 let chunk = all.narrow(1, c * m - base, m)?;
-                                Some(self.encode_chunks(&nb.unsqueeze(1)?, &chunk)?)
+                                Some(self.encode(&nb.unsqueeze(1)?, &chunk)?)
                             }
                             None => None,
                         };

@@ -102,11 +102,17 @@ impl Sampler {
             .enumerate()
             .map(|(i, &l)| (i as u32, l as f64 / t))
             .collect();
-        // Descending by logit; ties by id so that the order (and the draw) is deterministic.
-        scored.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
-        if let Some(k) = self.opts.top_k {
-            scored.truncate(k.max(1));
+        // Descending by logit; ties by id so that the order (and the draw) is deterministic. The
+        // order is total, so selecting the top k first and sorting only them gives the same list
+        // without sorting the whole vocabulary for every token.
+        let order = |a: &(u32, f64), b: &(u32, f64)| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0));
+        if let Some(k) = self.opts.top_k.map(|k| k.max(1)) {
+            if k < scored.len() {
+                scored.select_nth_unstable_by(k - 1, order);
+                scored.truncate(k);
+            }
         }
+        scored.sort_by(order);
         let max = scored[0].1;
         let mut probs: Vec<(u32, f64)> =
             scored.iter().map(|&(i, l)| (i, (l - max).exp())).collect();

@@ -34,6 +34,26 @@ pub struct Weights {
     pub source: Source,
 }
 
+/// The device a model's tensors live on (its embedding's).
+pub(crate) fn tensors_device(tensors: &HashMap<String, Tensor>) -> Result<Device> {
+    tensors
+        .get("model.embed_tokens.weight")
+        .map(|t| t.device().clone())
+        .context("tensor model.embed_tokens.weight missing")
+}
+
+/// A `VarMap` holding every tensor as a trainable `Var`, under its name.
+pub(crate) fn varmap_of(tensors: &HashMap<String, Tensor>) -> Result<VarMap> {
+    let varmap = VarMap::new();
+    {
+        let mut data = varmap.data().lock().expect("fresh VarMap lock");
+        for (name, t) in tensors {
+            data.insert(name.clone(), candle_core::Var::from_tensor(t)?);
+        }
+    }
+    Ok(varmap)
+}
+
 /// Every tensor a decoder with this config reads, with its shape (PyTorch order: `(out, in)`).
 pub fn expected_tensors(cfg: &LlamaConfig) -> Vec<(String, Vec<usize>)> {
     let (h, i, v) = (cfg.hidden_size, cfg.intermediate_size, cfg.vocab_size);
@@ -161,7 +181,7 @@ impl Weights {
     /// Builds a model that shares these tensors (inference; no gradient tracking).
     pub fn build(&self) -> Result<Llama> {
         check_tensors(&self.config, &self.tensors)?;
-        let device = self.device()?;
+        let device = tensors_device(&self.tensors)?;
         Llama::load(
             VarBuilder::from_tensors(self.tensors.clone(), DType::F32, &device),
             &self.config,
@@ -172,26 +192,9 @@ impl Weights {
     /// optimizer), and the model reads those vars.
     pub fn build_trainable(&self) -> Result<(Llama, VarMap)> {
         check_tensors(&self.config, &self.tensors)?;
-        let device = self.device()?;
-        let varmap = VarMap::new();
-        {
-            let mut data = varmap.data().lock().expect("fresh VarMap lock");
-            for (name, t) in &self.tensors {
-                data.insert(name.clone(), candle_core::Var::from_tensor(t)?);
-            }
-        }
-        let model = Llama::load(
-            VarBuilder::from_varmap(&varmap, DType::F32, &device),
-            &self.config,
-        )?;
-        Ok((model, varmap))
-    }
-
-    fn device(&self) -> Result<Device> {
-        self.tensors
-            .get("model.embed_tokens.weight")
-            .map(|t| t.device().clone())
-            .context("tensor model.embed_tokens.weight missing")
+        let varmap = varmap_of(&self.tensors)?;
+        let vb = VarBuilder::from_varmap(&varmap, DType::F32, &tensors_device(&self.tensors)?);
+        Ok((Llama::load(vb, &self.config)?, varmap))
     }
 
     /// The same model with its q/k projection rows reordered for `layout` (a no-op if it already
