@@ -14,6 +14,7 @@
 
 pub mod array_file;
 pub mod atomic_write;
+pub mod chat;
 pub mod chunk;
 pub mod chunk_db;
 pub mod corpus;
@@ -23,6 +24,7 @@ pub mod split;
 pub mod text;
 pub mod tokenizer;
 
+pub use chat::{ChatTemplate, Message, Role};
 pub use chunk::chunk_document;
 pub use chunk_db::{build_chunk_db, ChunkDb, ChunkDbManifest, ChunkOptions};
 pub use corpus::{Content, CorpusFormat, Document, ReadOptions};
