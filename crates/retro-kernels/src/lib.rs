@@ -1,0 +1,25 @@
+//! Hand-written f32 CPU kernels for training with candle (issue 6).
+//!
+//! candle composes RMSNorm, SiLU, softmax and cross-entropy from many small tensor ops in
+//! autograd, each allocating a fresh tensor and calling scalar libm `exp`, and its fused kernels
+//! have no backward. Each op here is one candle custom op with a hand-written backward: one
+//! rayon-parallel pass over rows, vectorisable inner loops and a polynomial `exp`.
+//! `docs/kernels.md` explains why each exists. Every op needs contiguous f32 CPU tensors; the
+//! `*` wrappers make inputs contiguous, and callers use [`enabled`] to pick these ops or candle's.
+
+mod adamw;
+mod cross_entropy;
+mod fast_exp;
+mod rms_norm;
+mod rows;
+mod softmax;
+mod swiglu;
+mod switch;
+
+pub use adamw::{adamw_update, AdamWHyper};
+pub use cross_entropy::masked_nll_sum;
+pub use fast_exp::exp;
+pub use rms_norm::rms_norm;
+pub use softmax::softmax_last_dim;
+pub use swiglu::swiglu;
+pub use switch::enabled;

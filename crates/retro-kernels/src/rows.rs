@@ -1,0 +1,119 @@
+//! Shared plumbing: borrowing a contiguous f32 (or u32) slice from a custom op's input, the
+//! number of rows a rayon task should take, and multi-accumulator reductions that vectorise.
+
+use candle_core::backend::BackendStorage;
+use candle_core::{bail, CpuStorage, Layout, Result};
+
+pub(crate) fn f32_slice<'a>(op: &str, s: &'a CpuStorage, l: &Layout) -> Result<&'a [f32]> {
+    match (s, l.contiguous_offsets()) {
+        (CpuStorage::F32(v), Some((a, b))) => Ok(&v[a..b]),
+        (CpuStorage::F32(_), None) => bail!("{op}: input must be contiguous"),
+        _ => bail!("{op}: input must be f32, got {:?}", s.dtype()),
+    }
+}
+
+pub(crate) fn u32_slice<'a>(op: &str, s: &'a CpuStorage, l: &Layout) -> Result<&'a [u32]> {
+    match (s, l.contiguous_offsets()) {
+        (CpuStorage::U32(v), Some((a, b))) => Ok(&v[a..b]),
+        (CpuStorage::U32(_), None) => bail!("{op}: input must be contiguous"),
+        _ => bail!("{op}: input must be u32, got {:?}", s.dtype()),
+    }
+}
+
+pub(crate) fn f32_slice_mut<'a>(
+    op: &str,
+    s: &'a mut CpuStorage,
+    l: &Layout,
+) -> Result<&'a mut [f32]> {
+    let dtype = s.dtype();
+    match (s, l.contiguous_offsets()) {
+        (CpuStorage::F32(v), Some((a, b))) => Ok(&mut v[a..b]),
+        (CpuStorage::F32(_), None) => bail!("{op}: output must be contiguous"),
+        _ => bail!("{op}: output must be f32, got {dtype:?}"),
+    }
+}
+
+/// Rows per rayon task so that a task holds at least about 16K elements.
+pub(crate) fn min_rows(row_len: usize) -> usize {
+    (16_384 / row_len.max(1)).max(1)
+}
+
+/// Elements per rayon task for element-wise loops.
+pub(crate) const ELEMS_PER_TASK: usize = 16_384;
+
+const LANES: usize = 8;
+
+/// `Σ a[i]·b[i]` with eight independent accumulators (so LLVM may vectorise it).
+#[inline]
+pub(crate) fn dot(a: &[f32], b: &[f32]) -> f32 {
+    let n = a.len().min(b.len());
+    let (a, b) = (&a[..n], &b[..n]);
+    let mut acc = [0f32; LANES];
+    let (ac, bc) = (a.chunks_exact(LANES), b.chunks_exact(LANES));
+    let (ar, br) = (ac.remainder(), bc.remainder());
+    for (x, y) in ac.zip(bc) {
+        for k in 0..LANES {
+            acc[k] += x[k] * y[k];
+        }
+    }
+    let mut s: f32 = acc.iter().sum();
+    for (x, y) in ar.iter().zip(br) {
+        s += x * y;
+    }
+    s
+}
+
+/// `Σ a[i]·b[i]·c[i]`, vectorisable like [`dot`].
+#[inline]
+pub(crate) fn dot3(a: &[f32], b: &[f32], c: &[f32]) -> f32 {
+    let n = a.len().min(b.len()).min(c.len());
+    let (a, b, c) = (&a[..n], &b[..n], &c[..n]);
+    let mut acc = [0f32; LANES];
+    let full = n / LANES * LANES;
+    for i in (0..full).step_by(LANES) {
+        for k in 0..LANES {
+            acc[k] += a[i + k] * b[i + k] * c[i + k];
+        }
+    }
+    let mut s: f32 = acc.iter().sum();
+    for i in full..n {
+        s += a[i] * b[i] * c[i];
+    }
+    s
+}
+
+/// Largest element (NaN-ignoring), vectorisable.
+#[inline]
+pub(crate) fn max(a: &[f32]) -> f32 {
+    let mut acc = [f32::NEG_INFINITY; LANES];
+    let ch = a.chunks_exact(LANES);
+    let rem = ch.remainder();
+    for x in ch {
+        for k in 0..LANES {
+            acc[k] = if x[k] > acc[k] { x[k] } else { acc[k] };
+        }
+    }
+    let mut m = acc.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+    for &x in rem {
+        m = m.max(x);
+    }
+    m
+}
+
+/// `Σ a[i]`, vectorisable like [`dot`].
+#[inline]
+pub(crate) fn sum(a: &[f32]) -> f32 {
+    let mut acc = [0f32; LANES];
+    let ch = a.chunks_exact(LANES);
+    let rem = ch.remainder();
+    for x in ch {
+        for k in 0..LANES {
+            acc[k] += x[k];
+        }
+    }
+    let mut s: f32 = acc.iter().sum();
+    for &x in rem {
+        s += x;
+    }
+    s
+}

@@ -1,0 +1,11 @@
+//! Whether to use the fused kernels: on a CPU device, for f32 tensors, unless the environment
+//! variable `RETRO_FUSED` is `0` (then callers use candle's composed ops, e.g. to compare).
+
+use candle_core::{DType, Tensor};
+
+/// True when `RETRO_FUSED` is not `0` and every tensor is f32 on the CPU.
+pub fn enabled(ts: &[&Tensor]) -> bool {
+    ts.iter()
+        .all(|t| t.device().is_cpu() && t.dtype() == DType::F32)
+        && std::env::var("RETRO_FUSED").map_or(true, |v| v.trim() != "0")
+}
