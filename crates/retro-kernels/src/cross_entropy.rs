@@ -9,7 +9,7 @@ use candle_core::{bail, CpuStorage, CustomOp3, Layout, Result, Shape, Tensor, D}
 use rayon::prelude::*;
 
 use crate::fast_exp::exp;
-use crate::rows::{f32_slice, max, u32_slice};
+use crate::rows::{combine, f32_slice, max, u32_slice, LANES};
 
 struct MaskedNll {
     /// Row log-sum-exps of the last forward, for the backward.
@@ -96,18 +96,18 @@ impl CustomOp3 for MaskedNll {
                         return 0.0;
                     }
                     let mx = max(row);
-                    let mut acc = [0f32; 8];
-                    let ch = row.chunks_exact(8);
+                    let mut acc = [0f32; LANES];
+                    let ch = row.chunks_exact(LANES);
                     let rem = ch.remainder();
                     for c in ch {
-                        for k in 0..8 {
+                        for k in 0..LANES {
                             acc[k] += exp(c[k] - mx);
                         }
                     }
-                    let mut s: f32 = acc.iter().sum();
-                    for &x in rem {
-                        s += exp(x - mx);
+                    for (k, &x) in rem.iter().enumerate() {
+                        acc[k] += exp(x - mx);
                     }
+                    let s = combine(&acc);
                     *lse = mx + s.ln();
                     (m * (*lse - row[t as usize])) as f64
                 })

@@ -41,7 +41,15 @@ pub(crate) fn min_rows(row_len: usize) -> usize {
 /// Elements per rayon task for element-wise loops.
 pub(crate) const ELEMS_PER_TASK: usize = 16_384;
 
-const LANES: usize = 8;
+pub(crate) const LANES: usize = 8;
+
+/// The lanes' sum in a fixed order. Every reduction here puts element `i` in lane `i % 8`, also
+/// for the tail, so appending zeros (masked keys, padding) leaves the result bit-identical, as it
+/// does for candle's sequential sums.
+#[inline]
+pub(crate) fn combine(acc: &[f32; LANES]) -> f32 {
+    ((acc[0] + acc[4]) + (acc[1] + acc[5])) + ((acc[2] + acc[6]) + (acc[3] + acc[7]))
+}
 
 /// `Σ a[i]·b[i]` with eight independent accumulators (so LLVM may vectorise it).
 #[inline]
@@ -56,11 +64,10 @@ pub(crate) fn dot(a: &[f32], b: &[f32]) -> f32 {
             acc[k] += x[k] * y[k];
         }
     }
-    let mut s: f32 = acc.iter().sum();
-    for (x, y) in ar.iter().zip(br) {
-        s += x * y;
+    for (k, (x, y)) in ar.iter().zip(br).enumerate() {
+        acc[k] += x * y;
     }
-    s
+    combine(&acc)
 }
 
 /// `Σ a[i]·b[i]·c[i]`, vectorisable like [`dot`].
@@ -75,11 +82,10 @@ pub(crate) fn dot3(a: &[f32], b: &[f32], c: &[f32]) -> f32 {
             acc[k] += a[i + k] * b[i + k] * c[i + k];
         }
     }
-    let mut s: f32 = acc.iter().sum();
     for i in full..n {
-        s += a[i] * b[i] * c[i];
+        acc[i - full] += a[i] * b[i] * c[i];
     }
-    s
+    combine(&acc)
 }
 
 /// Largest element (NaN-ignoring), vectorisable.
@@ -111,9 +117,8 @@ pub(crate) fn sum(a: &[f32]) -> f32 {
             acc[k] += x[k];
         }
     }
-    let mut s: f32 = acc.iter().sum();
-    for &x in rem {
-        s += x;
+    for (k, &x) in rem.iter().enumerate() {
+        acc[k] += x;
     }
-    s
+    combine(&acc)
 }

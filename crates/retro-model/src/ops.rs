@@ -6,6 +6,10 @@
 //! trained"), so every kernel here uses the fused version only when nothing upstream is tracked
 //! (`Tensor::track_op() == false`, i.e. inference on plain tensors) and the differentiable
 //! composition of basic ops otherwise. `tests/tiny.rs` checks that both paths give the same logits.
+//!
+//! On the CPU with f32 tensors, RMSNorm, softmax and the SwiGLU gate use `retro_kernels`' fused
+//! ops instead, which have a backward and so serve training and inference alike (issue 6;
+//! `docs/kernels.md`). `RETRO_FUSED=0` in the environment turns them off, e.g. to compare.
 
 use candle_core::{Result, Tensor, D};
 
@@ -16,7 +20,9 @@ fn tracked(ts: &[&Tensor]) -> bool {
 /// `x / sqrt(mean(x²) + eps) * weight` over the last dimension (Llama RMSNorm, no mean removal,
 /// no bias).
 pub fn rms_norm(x: &Tensor, weight: &Tensor, eps: f64) -> Result<Tensor> {
-    if tracked(&[x, weight]) {
+    if retro_kernels::enabled(&[x, weight]) {
+        retro_kernels::rms_norm(x, weight, eps)
+    } else if tracked(&[x, weight]) {
         candle_nn::ops::rms_norm_slow(x, weight, eps as f32)
     } else {
         candle_nn::ops::rms_norm(&x.contiguous()?, weight, eps as f32)
@@ -25,10 +31,21 @@ pub fn rms_norm(x: &Tensor, weight: &Tensor, eps: f64) -> Result<Tensor> {
 
 /// Softmax over the last dimension.
 pub fn softmax_last_dim(x: &Tensor) -> Result<Tensor> {
-    if tracked(&[x]) {
+    if retro_kernels::enabled(&[x]) {
+        retro_kernels::softmax_last_dim(x)
+    } else if tracked(&[x]) {
         candle_nn::ops::softmax(x, D::Minus1)
     } else {
         candle_nn::ops::softmax_last_dim(&x.contiguous()?)
+    }
+}
+
+/// The SwiGLU gate `silu(gate) · up`.
+pub fn swiglu(gate: &Tensor, up: &Tensor) -> Result<Tensor> {
+    if retro_kernels::enabled(&[gate, up]) {
+        retro_kernels::swiglu(gate, up)
+    } else {
+        candle_nn::ops::silu(gate)? * up
     }
 }
 

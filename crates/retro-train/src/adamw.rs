@@ -4,6 +4,11 @@
 //!
 //! Written out rather than taken from `candle_nn::AdamW` because that one applies decay to every
 //! parameter and keeps its moments private, so they could not be checkpointed.
+//!
+//! On the CPU (f32, contiguous) a step updates each parameter and its moments in place with
+//! `retro_kernels::adamw_update` (no allocation; issue 6). Elsewhere, or with `RETRO_FUSED=0`, it
+//! is the same formula in candle tensor ops. `load_state` copies the moments it is given, so a
+//! step never writes into the caller's tensors.
 
 use std::collections::HashMap;
 
@@ -51,12 +56,12 @@ impl AdamW {
         let slots = params
             .into_iter()
             .map(|(name, var)| {
-                let zeros = var.as_tensor().zeros_like()?;
+                // Two separate buffers: the in-place update writes each moment on its own.
                 Ok(Slot {
                     decay: var.as_tensor().rank() >= 2,
                     name,
-                    m: zeros.clone(),
-                    v: zeros,
+                    m: var.as_tensor().zeros_like()?,
+                    v: var.as_tensor().zeros_like()?,
                     var,
                 })
             })
@@ -80,6 +85,16 @@ impl AdamW {
     /// counts as zero, so a parameter that the loss did not reach still decays and moves by
     /// its momentum, as in PyTorch when its `.grad` is zero).
     pub fn step(&mut self, grads: &HashMap<String, Tensor>, lr: f64) -> Result<()> {
+        self.step_with(grads, lr, true)
+    }
+
+    /// [`AdamW::step`], with the in-place kernel allowed or not (tests compare the two).
+    fn step_with(
+        &mut self,
+        grads: &HashMap<String, Tensor>,
+        lr: f64,
+        allow_fused: bool,
+    ) -> Result<()> {
         self.steps += 1;
         let AdamWConfig {
             beta1,
@@ -95,20 +110,39 @@ impl AdamW {
                 Some(g) => g.clone(),
                 None => p.zeros_like()?,
             };
+            let decay_factor = if slot.decay {
+                1.0 - lr * weight_decay
+            } else {
+                1.0
+            };
+            let in_place = allow_fused
+                && retro_kernels::enabled(&[p, &slot.m, &slot.v, &g])
+                && [p, &slot.m, &slot.v].iter().all(|t| t.is_contiguous());
+            if in_place {
+                let h = retro_kernels::AdamWHyper {
+                    lr,
+                    beta1,
+                    beta2,
+                    eps,
+                    bias_correction1: bc1,
+                    bias_correction2: bc2,
+                    decay_factor,
+                };
+                retro_kernels::adamw_update(p, &slot.m, &slot.v, &g, h)?;
+                continue;
+            }
             slot.m = ((&slot.m * beta1)? + (&g * (1.0 - beta1))?)?;
             slot.v = ((&slot.v * beta2)? + (g.sqr()? * (1.0 - beta2))?)?;
             let update = ((&slot.m / bc1)? / ((&slot.v / bc2)?.sqrt()? + eps)?)?;
-            let decayed = if slot.decay {
-                (p * (1.0 - lr * weight_decay))?
-            } else {
-                p.clone()
-            };
+            let decayed = (p * decay_factor)?;
             slot.var.set(&(decayed - (update * lr)?)?)?;
         }
         Ok(())
     }
 
     /// The moments as tensors `NAME.exp_avg` / `NAME.exp_avg_sq` (PyTorch's names), for a checkpoint.
+    /// They share storage with the live moments, which the next in-place [`AdamW::step`]
+    /// overwrites: save them before stepping again.
     pub fn state_tensors(&self) -> HashMap<String, Tensor> {
         let mut out = HashMap::new();
         for s in &self.slots {
@@ -134,7 +168,8 @@ impl AdamW {
                         s.var.as_tensor().dims()
                     );
                 }
-                *dst = t.to_device(s.var.as_tensor().device())?;
+                // A copy of its own: the in-place step must not write into the caller's tensor.
+                *dst = t.to_device(s.var.as_tensor().device())?.copy()?;
             }
         }
         self.steps = steps;
@@ -182,6 +217,77 @@ mod tests {
         assert!((got_b[0] as f64 - expect(0.5, gb[0], false)).abs() < 1e-6);
         // Without decay the matrix would have ended elsewhere: decay is really applied.
         assert!((got_w[0][0] as f64 - expect(1.0, gw[0][0], false)).abs() > 1e-5);
+        Ok(())
+    }
+
+    /// The in-place kernel and the composed formula agree over three steps (with a parameter
+    /// that gets no gradient), and loading state copies it rather than writing into it later.
+    #[test]
+    fn in_place_equals_composed_and_load_state_copies() -> Result<()> {
+        let dev = Device::Cpu;
+        let vals = |seed: u32, n: usize| -> Vec<f32> {
+            (0..n)
+                .map(|i| (((i as u32 + 1) * 2654435761u32 ^ seed) % 1000) as f32 / 500.0 - 1.0)
+                .collect()
+        };
+        let make = || -> Result<Vec<(String, Var)>> {
+            Ok(vec![
+                (
+                    "w".into(),
+                    Var::from_tensor(&Tensor::from_vec(vals(1, 35), (5, 7), &dev)?)?,
+                ),
+                (
+                    "b".into(),
+                    Var::from_tensor(&Tensor::from_vec(vals(2, 7), 7, &dev)?)?,
+                ),
+                (
+                    "unused".into(),
+                    Var::from_tensor(&Tensor::from_vec(vals(3, 4), (2, 2), &dev)?)?,
+                ),
+            ])
+        };
+        let (pa, pb) = (make()?, make()?);
+        let mut a = AdamW::new(pa.clone(), AdamWConfig::default())?;
+        let mut b = AdamW::new(pb.clone(), AdamWConfig::default())?;
+        for t in 0..3u32 {
+            let mut grads = HashMap::new();
+            grads.insert(
+                "w".to_string(),
+                Tensor::from_vec(vals(10 + t, 35), (5, 7), &dev)?,
+            );
+            grads.insert("b".to_string(), Tensor::from_vec(vals(20 + t, 7), 7, &dev)?);
+            a.step_with(&grads, 1e-2, true)?;
+            b.step_with(&grads, 1e-2, false)?;
+        }
+        for ((name, va), (_, vb)) in pa.iter().zip(&pb) {
+            let d = (va.as_tensor() - vb.as_tensor())?
+                .abs()?
+                .max_all()?
+                .to_scalar::<f32>()?;
+            assert!(d < 1e-6, "{name}: fused and composed differ by {d}");
+        }
+        let (sa, sb) = (a.state_tensors(), b.state_tensors());
+        for (k, ta) in &sa {
+            let d = (ta - &sb[k])?.abs()?.max_all()?.to_scalar::<f32>()?;
+            assert!(d < 1e-6, "{k}: moments differ by {d}");
+        }
+        let saved: HashMap<String, Tensor> = sb
+            .iter()
+            .map(|(k, t)| Ok((k.clone(), t.copy()?)))
+            .collect::<Result<_>>()?;
+        let before = saved["w.exp_avg"].to_vec2::<f32>()?;
+        a.load_state(&saved, 3)?;
+        let mut grads = HashMap::new();
+        grads.insert(
+            "w".to_string(),
+            Tensor::from_vec(vals(99, 35), (5, 7), &dev)?,
+        );
+        a.step(&grads, 1e-2)?;
+        assert_eq!(
+            saved["w.exp_avg"].to_vec2::<f32>()?,
+            before,
+            "a step wrote into the loaded state"
+        );
         Ok(())
     }
 }

@@ -1,11 +1,16 @@
-//! Token cross-entropy with per-token weights.
+//! Token cross-entropy with per-token weights. On the CPU with f32 logits it is one fused op
+//! (`retro_kernels::masked_nll_sum`, which keeps each row's log-sum-exp for its backward); elsewhere,
+//! or with `RETRO_FUSED=0`, it is composed from candle ops.
 
-use candle_core::{Result, Tensor, D};
+use candle_core::{DType, Result, Tensor, D};
 
 /// Sum over positions of `mask · -log softmax(logits)[target]`: `logits` `(b, n, vocab)`,
 /// `targets` `(b, n)` u32, `mask` `(b, n)` f32. A scalar; divide by the token count (of the whole
 /// optimizer step, so that accumulated micro-batches equal one large batch).
 pub fn masked_nll_sum(logits: &Tensor, targets: &Tensor, mask: &Tensor) -> Result<Tensor> {
+    if retro_kernels::enabled(&[logits, mask]) && targets.device().is_cpu() {
+        return retro_kernels::masked_nll_sum(logits, &targets.to_dtype(DType::U32)?, mask);
+    }
     let log_probs = candle_nn::ops::log_softmax(logits, D::Minus1)?;
     let picked = log_probs
         .gather(&targets.unsqueeze(D::Minus1)?, D::Minus1)?
