@@ -1,4 +1,5 @@
-//! `retro train`: pretrain, retro-fit or GPT-fit a model on a retrieval DB, or resume a run.
+//! `retro train`: pretrain, retro-fit or GPT-fit a model on a retrieval DB, instruction-tune it on conversations, or
+//! resume a run.
 
 use anyhow::{bail, Result};
 use clap::Args;

@@ -15,6 +15,7 @@ use crate::checkpoint::resolve_checkpoint;
 use crate::loss::masked_nll_sum;
 use crate::options::resolve_seq_len;
 use crate::samples::{SampleSet, SampleShape, Split};
+use crate::source::SampleSource;
 
 #[derive(Debug, Clone, Copy, PartialEq, Serialize)]
 pub struct Perplexity {
@@ -30,7 +31,7 @@ pub struct Perplexity {
 /// progress.
 pub fn perplexity(
     model: &RetroModel,
-    set: &SampleSet,
+    set: &dyn SampleSource,
     batch: usize,
     limit: usize,
     device: &Device,
@@ -45,7 +46,8 @@ pub fn perplexity(
     let mut done = 0;
     while done < n {
         let take = batch.min(n - done);
-        let b = set.batch(done..done + take, device)?;
+        let indices: Vec<usize> = (done..done + take).collect();
+        let b = set.batch(&indices, device)?;
         let logits = model.forward(&b.inputs, b.neighbors.as_ref())?;
         nll += masked_nll_sum(&logits, &b.targets, &b.loss_mask)?.to_scalar::<f32>()? as f64;
         tokens += b.tokens;

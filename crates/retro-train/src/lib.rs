@@ -5,10 +5,13 @@
 //! - [`trainer`]: the loop ([`train`], [`resume`]): masked cross-entropy, gradient accumulation,
 //!   clipping, [`adamw`], the [`schedule`], [`metrics`] and [`checkpoint`]s with exact resume.
 //! - [`start`]: the starting weights for `pretrain`, `retrofit` and `gptfit` ([`options::Mode`]).
+//! - [`sft`]: instruction-tuning samples from conversations (loss on the last answer), blended by
+//!   [`blend`].
 //! - [`eval`]: validation perplexity.
 
 pub mod adamw;
 pub mod batch;
+pub mod blend;
 pub mod checkpoint;
 pub mod eval;
 pub mod loss;
@@ -18,6 +21,8 @@ pub mod order;
 pub mod plot;
 pub mod samples;
 pub mod schedule;
+pub mod sft;
+pub mod source;
 pub mod start;
 pub mod trainer;
 
@@ -25,4 +30,6 @@ pub use checkpoint::resolve_checkpoint;
 pub use eval::{checkpoint_perplexity, perplexity, Perplexity, PplOptions};
 pub use options::{Mode, TrainOptions, TrainOverrides};
 pub use samples::{Sample, SampleSet, SampleShape, Split};
+pub use sft::{DataSpec, SftData, SftExample, SftFormat, SftSet};
+pub use source::SampleSource;
 pub use trainer::{resume, train, Observer, Quiet, RunInfo, TrainReport};

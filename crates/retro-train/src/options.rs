@@ -5,7 +5,10 @@
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
+use retro_data::ChatTemplate;
 use serde::{Deserialize, Serialize};
+
+use crate::sft::DataSpec;
 
 /// What a run trains, and on what.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
@@ -18,6 +21,9 @@ pub enum Mode {
     Retrofit,
     /// The GPT-fit baseline: the same samples in the same order, no neighbours, decoder only.
     Gptfit,
+    /// Instruction tuning on conversations (`--data`): loss on the last answer only, retrieval
+    /// gated off, decoder only (reference §4).
+    Sft,
 }
 
 /// How the new CCA output projections start (see `retro model retrofit --cca-init`).
@@ -32,16 +38,28 @@ pub enum CcaInitChoice {
 #[derive(Debug, Clone, Default, Deserialize, clap::Args)]
 #[serde(deny_unknown_fields)]
 pub struct TrainOverrides {
-    /// pretrain | retrofit | gptfit.
+    /// pretrain | retrofit | gptfit | sft.
     #[arg(long, value_enum)]
     pub mode: Option<Mode>,
     /// Starting weights: a Retro checkpoint or run directory, an HF directory, a GGUF (or a
     /// directory with one); for pretrain, a config.json (Retro or Llama).
     #[arg(long)]
     pub model: Option<PathBuf>,
-    /// The retrieval DB (chunks and, with retrieval, precomputed neighbours).
+    /// The retrieval DB (chunks and, with retrieval, precomputed neighbours); not for sft.
     #[arg(long)]
     pub db: Option<PathBuf>,
+    /// sft: conversations (jsonl / jsonl.gz) as FILE or FILE:WEIGHT, repeated to blend files by
+    /// sampling weight.
+    #[arg(long, value_name = "FILE[:WEIGHT]")]
+    #[serde(default)]
+    pub data: Vec<String>,
+    /// sft: drop conversations whose `task` is TASK or a template of it (`TASK_...`); repeatable.
+    #[arg(long, value_name = "TASK")]
+    #[serde(default)]
+    pub exclude_task: Vec<String>,
+    /// sft: prompt template [default: chatml when the tokenizer has its tokens, else megatron].
+    #[arg(long, value_enum)]
+    pub template: Option<ChatTemplate>,
     /// The run directory: checkpoints, metrics.jsonl, run.json.
     #[arg(long)]
     pub out: Option<PathBuf>,
@@ -113,7 +131,16 @@ pub struct TrainOverrides {
 pub struct TrainOptions {
     pub mode: Mode,
     pub model: PathBuf,
-    pub db: PathBuf,
+    /// The retrieval DB; None for sft.
+    pub db: Option<PathBuf>,
+    /// sft: the blend.
+    #[serde(default)]
+    pub data: Vec<DataSpec>,
+    #[serde(default)]
+    pub exclude_task: Vec<String>,
+    /// sft: None = chosen from the tokenizer once it is loaded.
+    #[serde(default)]
+    pub template: Option<ChatTemplate>,
     pub out: PathBuf,
     pub steps: u64,
     pub batch: usize,
@@ -156,7 +183,12 @@ impl TrainOverrides {
     /// `self` with every field that `over` sets replaced.
     pub fn overridden_by(self, over: TrainOverrides) -> Self {
         macro_rules! pick {
-            ($($f:ident),*) => { Self { $($f: over.$f.or(self.$f),)* freeze_decoder: over.freeze_decoder || self.freeze_decoder, no_retrieval: over.no_retrieval || self.no_retrieval } };
+            ($($f:ident),*) => { Self { $($f: over.$f.or(self.$f),)*
+                freeze_decoder: over.freeze_decoder || self.freeze_decoder,
+                no_retrieval: over.no_retrieval || self.no_retrieval,
+                data: if over.data.is_empty() { self.data } else { over.data },
+                exclude_task: if over.exclude_task.is_empty() { self.exclude_task } else { over.exclude_task },
+            } };
         }
         pick!(
             mode,
@@ -179,7 +211,8 @@ impl TrainOverrides {
             save_every,
             keep_checkpoints,
             cca_init,
-            init_std
+            init_std,
+            template
         )
     }
 
@@ -190,13 +223,22 @@ impl TrainOverrides {
         };
         let mode = self
             .mode
-            .context("--mode is required: pretrain, retrofit or gptfit")?;
+            .context("--mode is required: pretrain, retrofit, gptfit or sft")?;
         let steps = self.steps.unwrap_or(1000);
         let lr = self.lr.unwrap_or(1e-4);
         let o = TrainOptions {
             mode,
             model: need(self.model, "--model")?,
-            db: need(self.db, "--db")?,
+            db: match mode {
+                Mode::Sft if self.db.is_some() => {
+                    bail!("--db is not for --mode sft: instruction tuning reads --data")
+                }
+                Mode::Sft => None,
+                _ => Some(need(self.db, "--db")?),
+            },
+            data: self.data.iter().map(|d| d.parse()).collect::<Result<_>>()?,
+            exclude_task: self.exclude_task,
+            template: self.template,
             out: need(self.out, "--out")?,
             steps,
             batch: self.batch.unwrap_or(4),
@@ -257,7 +299,30 @@ impl TrainOptions {
             }
             _ => {}
         }
+        match self.mode {
+            Mode::Sft if self.data.is_empty() => {
+                bail!("--mode sft needs at least one --data FILE[:WEIGHT]")
+            }
+            Mode::Sft if self.freeze_decoder || self.no_retrieval || self.cca_init.is_some() => {
+                bail!("--freeze-decoder, --no-retrieval and --cca-init are not for --mode sft (it trains the decoder with retrieval gated off)")
+            }
+            Mode::Sft => {}
+            _ if !self.data.is_empty()
+                || !self.exclude_task.is_empty()
+                || self.template.is_some() =>
+            {
+                bail!("--data, --exclude-task and --template are for --mode sft")
+            }
+            _ => {}
+        }
         Ok(())
+    }
+
+    /// The DB a non-sft run reads.
+    pub fn db_path(&self) -> Result<&Path> {
+        self.db
+            .as_deref()
+            .with_context(|| format!("--mode {:?} needs --db", self.mode))
     }
 
     /// Whether samples carry neighbours.
@@ -265,7 +330,7 @@ impl TrainOptions {
         match self.mode {
             Mode::Pretrain => !self.no_retrieval,
             Mode::Retrofit => true,
-            Mode::Gptfit => false,
+            Mode::Gptfit | Mode::Sft => false,
         }
     }
 
@@ -291,10 +356,27 @@ impl TrainOptions {
                 $( if let Some(v) = &given.$f { differs($flag, *v == self.$f)?; } )*
             };
         }
-        same!(mode => "--mode", model => "--model", db => "--db", batch => "--batch",
+        same!(mode => "--mode", model => "--model", batch => "--batch",
               grad_accum => "--grad-accum", lr => "--lr", min_lr => "--min-lr", warmup => "--warmup",
               decay_steps => "--decay-steps", weight_decay => "--weight-decay", clip => "--clip",
               seed => "--seed", init_std => "--init-std");
+        if let Some(v) = &given.db {
+            differs("--db", Some(v) == self.db.as_ref())?;
+        }
+        if !given.data.is_empty() {
+            let data: Vec<DataSpec> = given
+                .data
+                .iter()
+                .map(|d| d.parse())
+                .collect::<Result<_>>()?;
+            differs("--data", data == self.data)?;
+        }
+        if !given.exclude_task.is_empty() {
+            differs("--exclude-task", given.exclude_task == self.exclude_task)?;
+        }
+        if let Some(v) = given.template {
+            differs("--template", Some(v) == self.template)?;
+        }
         if let Some(v) = given.seq_len {
             differs("--seq-len", Some(v) == self.seq_len)?;
         }

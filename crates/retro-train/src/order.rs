@@ -3,6 +3,17 @@
 
 use retro_model::tiny::SplitMix64;
 
+/// Maps data positions (samples consumed so far) to sample indices.
+pub trait DataOrder {
+    fn sample_at(&mut self, position: u64) -> usize;
+}
+
+impl DataOrder for SampleOrder {
+    fn sample_at(&mut self, position: u64) -> usize {
+        SampleOrder::sample_at(self, position)
+    }
+}
+
 /// Maps a data position to a sample index: position p is sample `perm_e[p mod n]` of epoch
 /// e = p / n, each epoch a fresh Fisher–Yates permutation drawn from (seed, e).
 #[derive(Debug, Clone)]

@@ -18,6 +18,8 @@ use anyhow::{bail, Result};
 use retro_data::ChunkDb;
 use retro_db::neighbors::Neighbors;
 
+use crate::source::SampleSource;
+
 /// Which chunks samples are cut from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Split {
@@ -145,28 +147,9 @@ impl<'a> SampleSet<'a> {
         self.shape
     }
 
-    /// Whole samples in the split (a last partial one is dropped).
-    pub fn len(&self) -> usize {
-        self.split_chunks.len() / self.shape.chunks_per_sample()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
-
     /// Whether samples carry neighbours (the set was made with them).
     pub fn has_neighbors(&self) -> bool {
         self.neighbors.is_some()
-    }
-
-    /// Samples `indices` stacked into a batch on `device`.
-    pub fn batch(
-        &self,
-        indices: impl IntoIterator<Item = usize>,
-        device: &candle_core::Device,
-    ) -> Result<crate::batch::Batch> {
-        let samples: Vec<Sample> = indices.into_iter().map(|i| self.get(i)).collect();
-        crate::batch::Batch::new(&samples, self.shape, self.has_neighbors(), device)
     }
 
     /// Sample `i`, with neighbours when the set has them (otherwise `neighbors` is empty).
@@ -251,6 +234,22 @@ impl<'a> SampleSet<'a> {
             }
         }
         (tokens, ids)
+    }
+}
+
+impl SampleSource for SampleSet<'_> {
+    /// Whole samples in the split (a last partial one is dropped).
+    fn len(&self) -> usize {
+        self.split_chunks.len() / self.shape.chunks_per_sample()
+    }
+
+    fn batch(
+        &self,
+        indices: &[usize],
+        device: &candle_core::Device,
+    ) -> Result<crate::batch::Batch> {
+        let samples: Vec<Sample> = indices.iter().map(|&i| self.get(i)).collect();
+        crate::batch::Batch::new(&samples, self.shape, self.has_neighbors(), device)
     }
 }
 

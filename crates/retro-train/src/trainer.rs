@@ -9,13 +9,14 @@ use std::time::Instant;
 
 use anyhow::{bail, Context, Result};
 use candle_core::{Device, Tensor, Var};
-use retro_data::{ChunkDb, GptTokenizer};
+use retro_data::{ChatTemplate, ChunkDb, GptTokenizer};
 use retro_db::neighbors::Neighbors;
 use retro_model::retro_weights::{tensor_part, Part};
 use retro_model::RetroWeights;
 
 use crate::adamw::{AdamW, AdamWConfig};
 use crate::batch::Batch;
+use crate::blend::BlendOrder;
 use crate::checkpoint::{
     latest_checkpoint, load_training_state, read_run_record, save_checkpoint, write_run_record,
     Checkpoint, TrainState, METRICS_FILE, RUN_FILE,
@@ -24,9 +25,11 @@ use crate::eval::perplexity;
 use crate::loss::masked_nll_sum;
 use crate::metrics::{EvalMetrics, MetricsLog, StepMetrics};
 use crate::options::{Mode, TrainOptions, TrainOverrides};
-use crate::order::SampleOrder;
+use crate::order::{DataOrder, SampleOrder};
 use crate::samples::{SampleSet, SampleShape, Split};
 use crate::schedule::LrSchedule;
+use crate::sft::{SftData, SftFormat};
+use crate::source::SampleSource;
 use crate::start::starting_weights;
 
 /// What a run is about to do, for the caller's progress display.
@@ -105,7 +108,7 @@ pub fn trainable_names(weights: &RetroWeights, options: &TrainOptions) -> Vec<St
         .filter(|n| {
             let decoder = tensor_part(n) == Part::Decoder;
             match options.mode {
-                Mode::Gptfit => decoder,
+                Mode::Gptfit | Mode::Sft => decoder,
                 _ => !(options.freeze_decoder && decoder),
             }
         })
@@ -130,18 +133,21 @@ fn run(
     observer: &mut dyn Observer,
 ) -> Result<TrainReport> {
     let device = Device::Cpu;
-    let db = ChunkDb::open(&options.db)?;
+    let db = match options.mode {
+        Mode::Sft => None,
+        _ => Some(ChunkDb::open(options.db_path()?)?),
+    };
     let retrieval = options.uses_retrieval();
-    let neighbors = if retrieval {
-        Some(Neighbors::open(&db).with_context(|| {
+    let neighbors = match (&db, retrieval) {
+        (Some(db), true) => Some(Neighbors::open(db).with_context(|| {
             format!(
                 "--mode {:?} trains with retrieval and needs the DB's neighbours",
                 options.mode
             )
-        })?)
-    } else {
-        None
+        })?),
+        _ => None,
     };
+    let chunk_len = db.as_ref().map_or(DEFAULT_CHUNK_LEN, |db| db.chunk_len());
 
     let checkpoint = match &begin {
         Begin::New => None,
@@ -154,7 +160,7 @@ fn run(
             (weights, Some(dir.clone()), state, Some(opt))
         }
         None => {
-            let start = starting_weights(&options, db.chunk_len(), &device)?;
+            let start = starting_weights(&options, chunk_len, &device)?;
             (
                 start.weights,
                 start.tokenizer_dir,
@@ -163,20 +169,30 @@ fn run(
             )
         }
     };
-    check_tokenizer(tokenizer_dir.as_deref(), &db, &weights)?;
-    let tokenizer_dir = tokenizer_dir.unwrap_or_else(|| db.dir.clone());
+    let tokenizer_dir = match &db {
+        Some(db) => {
+            check_tokenizer(tokenizer_dir.as_deref(), db, &weights)?;
+            tokenizer_dir.unwrap_or_else(|| db.dir.clone())
+        }
+        None => tokenizer_dir.with_context(|| {
+            format!(
+                "{}: no tokenizer.json next to the model, which instruction tuning needs",
+                options.model.display()
+            )
+        })?,
+    };
     let cfg = weights.config.clone();
     let seq_len = options.resolve_seq_len(cfg.chunk_len, cfg.decoder.max_position_embeddings)?;
     options.seq_len = Some(seq_len);
     let shape = SampleShape::for_model(&cfg, seq_len);
-    let train_set = SampleSet::new(&db, neighbors.as_ref(), Split::Train, shape)?;
-    let valid_set = SampleSet::new(&db, neighbors.as_ref(), Split::Valid, shape)?;
-    if train_set.is_empty() {
-        bail!(
-            "the DB {} has fewer train chunks than one sample of {seq_len} tokens needs",
-            db.dir.display()
-        );
-    }
+    let Data {
+        train: train_set,
+        valid: valid_set,
+        mut order,
+    } = match &db {
+        Some(db) => db_data(db, neighbors.as_ref(), shape, options.seed)?,
+        None => sft_data(&mut options, shape, &tokenizer_dir)?,
+    };
     if matches!(begin, Begin::New) {
         write_run_record(&options.out, &options)?;
     }
@@ -214,7 +230,6 @@ fn run(
         warmup: options.warmup,
         decay_steps: options.decay_steps,
     };
-    let mut order = SampleOrder::new(options.seed, train_set.len());
     let mut metrics = MetricsLog::open(&options.out.join(METRICS_FILE), state.step)?;
     observer.started(&RunInfo {
         start_step: state.step,
@@ -241,8 +256,10 @@ fn run(
         let micro: Vec<Batch> = (0..options.grad_accum)
             .map(|a| {
                 let first = state.position + (a * options.batch) as u64;
-                let positions = first..first + options.batch as u64;
-                train_set.batch(positions.map(|p| order.sample_at(p)), &device)
+                let indices: Vec<usize> = (first..first + options.batch as u64)
+                    .map(|p| order.sample_at(p))
+                    .collect();
+                train_set.batch(&indices, &device)
             })
             .collect::<Result<_>>()?;
         observer.batches(state.step + 1, &micro);
@@ -298,7 +315,7 @@ fn run(
             let current = current_weights(&weights, &vars)?.build()?;
             let p = perplexity(
                 &current,
-                &valid_set,
+                valid_set.as_ref(),
                 options.batch,
                 options.eval_samples,
                 &device,
@@ -336,6 +353,85 @@ fn run(
         last_eval,
         checkpoint,
     })
+}
+
+/// Chunk length of the Retro model made when an sft run starts from a plain GPT.
+const DEFAULT_CHUNK_LEN: usize = 64;
+
+/// The train and validation samples, and the order training reads the train samples in.
+struct Data<'a> {
+    train: Box<dyn SampleSource + 'a>,
+    valid: Box<dyn SampleSource + 'a>,
+    order: Box<dyn DataOrder>,
+}
+
+/// Samples cut from a retrieval DB, read in one seeded order.
+fn db_data<'a>(
+    db: &'a ChunkDb,
+    neighbors: Option<&'a Neighbors>,
+    shape: SampleShape,
+    seed: u64,
+) -> Result<Data<'a>> {
+    let train = SampleSet::new(db, neighbors, Split::Train, shape)?;
+    let valid = SampleSet::new(db, neighbors, Split::Valid, shape)?;
+    if train.is_empty() {
+        bail!(
+            "the DB {} has fewer train chunks than one sample of {} tokens needs",
+            db.dir.display(),
+            shape.seq_len
+        );
+    }
+    Ok(Data {
+        order: Box::new(SampleOrder::new(seed, train.len())),
+        train: Box::new(train),
+        valid: Box::new(valid),
+    })
+}
+
+/// Conversations of the `--data` blend, formatted with the run's template (chosen from the
+/// tokenizer when not given, and recorded in `options`).
+fn sft_data(
+    options: &mut TrainOptions,
+    shape: SampleShape,
+    tokenizer_dir: &Path,
+) -> Result<Data<'static>> {
+    let tokenizer = load_tokenizer(&tokenizer_dir.join("tokenizer.json"))?;
+    let template = options
+        .template
+        .unwrap_or_else(|| ChatTemplate::default_for(tokenizer.inner()));
+    template.check_tokenizer(tokenizer.inner())?;
+    options.template = Some(template);
+    // The answer ends with the template's end of turn: ChatML's <|im_end|>, else the EOS the
+    // reference appends (its EOD).
+    let eos = match template {
+        ChatTemplate::Chatml => tokenizer.inner().token_to_id("<|im_end|>"),
+        ChatTemplate::Megatron => None,
+    }
+    .unwrap_or(tokenizer.pad_id);
+    let format = SftFormat {
+        tokenizer: &tokenizer,
+        template,
+        seq_len: shape.seq_len,
+        eos,
+    };
+    let data = SftData::load(
+        &options.data,
+        &options.exclude_task,
+        &format,
+        shape,
+        options.seed,
+        &mut |_, _| {},
+    )?;
+    let weights: Vec<f64> = options.data.iter().map(|d| d.weight).collect();
+    Ok(Data {
+        order: Box::new(BlendOrder::new(options.seed, data.train.files(), &weights)),
+        train: Box::new(data.train),
+        valid: Box::new(data.valid),
+    })
+}
+
+fn load_tokenizer(path: &Path) -> Result<GptTokenizer> {
+    GptTokenizer::load(path, None).or_else(|_| GptTokenizer::load(path, Some("<|endoftext|>")))
 }
 
 /// The model's current tensors (detached from the autograd graph) as checkpointable weights.
@@ -378,8 +474,7 @@ fn check_tokenizer(dir: Option<&Path>, db: &ChunkDb, weights: &RetroWeights) -> 
             dir.display()
         );
     }
-    let model_tok = GptTokenizer::load(&path, None)
-        .or_else(|_| GptTokenizer::load(&path, Some("<|endoftext|>")))?;
+    let model_tok = load_tokenizer(&path)?;
     model_tok.check_same_as_db(&db.tokenizer()?, &db.dir)?;
     Ok(())
 }

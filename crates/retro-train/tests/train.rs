@@ -5,79 +5,20 @@
 mod common;
 
 use std::collections::{HashMap, HashSet};
-use std::path::{Path, PathBuf};
 
 use retro_data::ChunkDb;
 use retro_db::Neighbors;
-use retro_model::candle_core::{Device, Tensor};
+use retro_model::candle_core::Device;
 use retro_model::retro_weights::{tensor_part, Part};
 use retro_model::RetroWeights;
-use retro_train::batch::Batch;
 use retro_train::metrics::{read_step_metrics, StepMetrics};
 use retro_train::options::CcaInitChoice;
-use retro_train::{Mode, Observer, Quiet, SampleSet, SampleShape, Split, TrainOverrides};
+use retro_train::{Mode, Quiet, SampleSet, SampleShape, SampleSource, Split, TrainOverrides};
 
-use common::{chunks_only_dir, db_dir, tiny_model_config, CHUNK_LEN};
-
-fn overrides(mode: Mode, model: &Path, out: &Path) -> TrainOverrides {
-    TrainOverrides {
-        mode: Some(mode),
-        model: Some(model.to_path_buf()),
-        db: Some(db_dir().to_path_buf()),
-        out: Some(out.to_path_buf()),
-        steps: Some(4),
-        batch: Some(2),
-        seq_len: Some(4 * CHUNK_LEN),
-        lr: Some(3e-3),
-        eval_every: Some(0),
-        eval_samples: Some(2),
-        save_every: Some(100),
-        ..TrainOverrides::default()
-    }
-}
-
-fn train(o: TrainOverrides) -> Vec<StepMetrics> {
-    let out = o.out.clone().unwrap();
-    retro_train::train(o.resolve().unwrap(), &mut Quiet).unwrap();
-    read_step_metrics(&out.join("metrics.jsonl")).unwrap()
-}
-
-fn train_err(o: TrainOverrides) -> String {
-    let err = o
-        .resolve()
-        .and_then(|o| retro_train::train(o, &mut Quiet))
-        .err()
-        .expect("training should fail");
-    let msg = format!("{err:#}");
-    assert!(!msg.contains('\n'), "error spans lines: {msg}");
-    msg
-}
-
-fn final_weights(run: &Path) -> RetroWeights {
-    let dir = retro_train::resolve_checkpoint(run).unwrap();
-    RetroWeights::load(&dir, &Device::Cpu).unwrap()
-}
-
-/// A plain GPT to start from: a tiny model pretrained for 2 steps without retrieval.
-fn base_gpt(tmp: &Path) -> PathBuf {
-    let cfg = tiny_model_config(tmp);
-    let run = tmp.join("gpt");
-    let mut o = overrides(Mode::Pretrain, &cfg, &run);
-    o.no_retrieval = true;
-    o.steps = Some(2);
-    train(o);
-    retro_train::resolve_checkpoint(&run).unwrap()
-}
-
-fn tensor_bits(t: &Tensor) -> Vec<u32> {
-    t.flatten_all()
-        .unwrap()
-        .to_vec1::<f32>()
-        .unwrap()
-        .iter()
-        .map(|x| x.to_bits())
-        .collect()
-}
+use common::{
+    base_gpt, chunks_only_dir, db_dir, final_weights, overrides, tensor_bits, tiny_model_config,
+    train, train_err, Recorder, CHUNK_LEN,
+};
 
 #[test]
 fn samples_never_see_their_own_documents_and_neighbors_are_chunk_plus_continuation() {
@@ -152,23 +93,6 @@ fn loss_falls_on_a_tiny_model() {
     let mean = |s: &[StepMetrics]| s.iter().map(|m| m.loss).sum::<f64>() / s.len() as f64;
     let (first, last) = (mean(&m[..3]), mean(&m[27..]));
     assert!(last < first - 1.0, "loss went from {first} to {last}");
-}
-
-/// Records every micro-batch's inputs, targets and loss weights, and whether it had neighbours.
-#[derive(Default)]
-struct Recorder(Vec<(Vec<u32>, Vec<u32>, Vec<f32>, bool)>);
-
-impl Observer for Recorder {
-    fn batches(&mut self, _step: u64, micro: &[Batch]) {
-        for b in micro {
-            self.0.push((
-                b.inputs.flatten_all().unwrap().to_vec1().unwrap(),
-                b.targets.flatten_all().unwrap().to_vec1().unwrap(),
-                b.loss_mask.flatten_all().unwrap().to_vec1().unwrap(),
-                b.neighbors.is_some(),
-            ));
-        }
-    }
 }
 
 #[test]

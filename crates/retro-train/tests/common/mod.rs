@@ -13,6 +13,11 @@ use retro_db::{
     build_index, embed_db, query_neighbors, EmbedOptions, Embedder, Embeddings, IndexOptions,
     NeighborOptions, RetrievalIndex,
 };
+use retro_model::candle_core::{Device, Tensor};
+use retro_model::RetroWeights;
+use retro_train::batch::Batch;
+use retro_train::metrics::{read_step_metrics, StepMetrics};
+use retro_train::{Mode, Observer, Quiet, TrainOverrides};
 
 pub const CHUNK_LEN: usize = 16;
 
@@ -124,4 +129,81 @@ pub fn tiny_model_config(dir: &Path) -> PathBuf {
     let path = dir.join("tiny.json");
     std::fs::write(&path, serde_json::to_string_pretty(&retro).unwrap()).unwrap();
     path
+}
+
+pub fn overrides(mode: Mode, model: &Path, out: &Path) -> TrainOverrides {
+    TrainOverrides {
+        mode: Some(mode),
+        model: Some(model.to_path_buf()),
+        db: Some(db_dir().to_path_buf()),
+        out: Some(out.to_path_buf()),
+        steps: Some(4),
+        batch: Some(2),
+        seq_len: Some(4 * CHUNK_LEN),
+        lr: Some(3e-3),
+        eval_every: Some(0),
+        eval_samples: Some(2),
+        save_every: Some(100),
+        ..TrainOverrides::default()
+    }
+}
+
+pub fn train(o: TrainOverrides) -> Vec<StepMetrics> {
+    let out = o.out.clone().unwrap();
+    retro_train::train(o.resolve().unwrap(), &mut Quiet).unwrap();
+    read_step_metrics(&out.join("metrics.jsonl")).unwrap()
+}
+
+pub fn train_err(o: TrainOverrides) -> String {
+    let err = o
+        .resolve()
+        .and_then(|o| retro_train::train(o, &mut Quiet))
+        .err()
+        .expect("training should fail");
+    let msg = format!("{err:#}");
+    assert!(!msg.contains('\n'), "error spans lines: {msg}");
+    msg
+}
+
+pub fn final_weights(run: &Path) -> RetroWeights {
+    let dir = retro_train::resolve_checkpoint(run).unwrap();
+    RetroWeights::load(&dir, &Device::Cpu).unwrap()
+}
+
+/// A plain GPT to start from: a tiny model pretrained for 2 steps without retrieval.
+pub fn base_gpt(tmp: &Path) -> PathBuf {
+    let cfg = tiny_model_config(tmp);
+    let run = tmp.join("gpt");
+    let mut o = overrides(Mode::Pretrain, &cfg, &run);
+    o.no_retrieval = true;
+    o.steps = Some(2);
+    train(o);
+    retro_train::resolve_checkpoint(&run).unwrap()
+}
+
+pub fn tensor_bits(t: &Tensor) -> Vec<u32> {
+    t.flatten_all()
+        .unwrap()
+        .to_vec1::<f32>()
+        .unwrap()
+        .iter()
+        .map(|x| x.to_bits())
+        .collect()
+}
+
+/// Records every micro-batch's inputs, targets and loss weights, and whether it had neighbours.
+#[derive(Default)]
+pub struct Recorder(pub Vec<(Vec<u32>, Vec<u32>, Vec<f32>, bool)>);
+
+impl Observer for Recorder {
+    fn batches(&mut self, _step: u64, micro: &[Batch]) {
+        for b in micro {
+            self.0.push((
+                b.inputs.flatten_all().unwrap().to_vec1().unwrap(),
+                b.targets.flatten_all().unwrap().to_vec1().unwrap(),
+                b.loss_mask.flatten_all().unwrap().to_vec1().unwrap(),
+                b.neighbors.is_some(),
+            ));
+        }
+    }
 }
