@@ -10,6 +10,9 @@ use retro_model::candle_core::{Device, Tensor};
 use retro_model::retro_config::is_retro_checkpoint;
 use retro_model::{RetroWeights, Weights};
 
+mod kernels;
+mod train_step;
+
 #[derive(Subcommand)]
 pub enum BenchCommand {
     /// Embed the texts of a jsonl file ({"text": ...} per line) and report throughput.
@@ -22,6 +25,63 @@ pub enum BenchCommand {
     Decode(DecodeBench),
     /// Write the seeded tiny Retro checkpoint of the numpy fixture (for bench/retro_torch.py's self-check).
     TinyRetro(TinyRetroBench),
+    /// Time full training steps (forward, masked cross-entropy, backward, AdamW over all parameters)
+    /// on seeded inputs, with a per-phase breakdown. `RETRO_FUSED=0` selects candle's composed ops.
+    TrainStep(TrainStepBench),
+    /// Time each fused kernel against candle's composed version, forward + backward, on given shapes.
+    Kernels(KernelsBench),
+}
+
+#[derive(Args)]
+pub struct TrainStepBench {
+    /// Retro checkpoint directory (from `retro model retrofit`).
+    #[arg(long)]
+    model: PathBuf,
+    #[arg(long, default_value_t = 1)]
+    batch: usize,
+    #[arg(long, default_value_t = 512)]
+    seq: usize,
+    #[arg(long, default_value_t = 2)]
+    steps: usize,
+    #[arg(long, default_value_t = 1)]
+    warmup: usize,
+    #[arg(long, default_value_t = 1e-4)]
+    lr: f64,
+    /// Run without neighbours.
+    #[arg(long)]
+    no_retrieval: bool,
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Args)]
+pub struct KernelsBench {
+    /// Tokens (rows) for RMSNorm, SwiGLU and cross-entropy.
+    #[arg(long, default_value_t = 2048)]
+    tokens: usize,
+    #[arg(long, default_value_t = 576)]
+    hidden: usize,
+    #[arg(long, default_value_t = 1536)]
+    intermediate: usize,
+    #[arg(long, default_value_t = 49152)]
+    vocab: usize,
+    /// Rows of the cross-entropy (its logits are rows × vocab).
+    #[arg(long, default_value_t = 512)]
+    ce_rows: usize,
+    /// Softmax input (batch·heads, t, t).
+    #[arg(long, default_value_t = 36)]
+    heads: usize,
+    #[arg(long, default_value_t = 512)]
+    t: usize,
+    /// AdamW parameter count (one tensor).
+    #[arg(long, default_value_t = 10_000_000)]
+    adamw_params: usize,
+    #[arg(long, default_value_t = 5)]
+    repeats: usize,
+    #[arg(long)]
+    json: bool,
 }
 
 #[derive(Args)]
@@ -126,6 +186,8 @@ pub fn run(command: BenchCommand) -> Result<()> {
         BenchCommand::Forward(args) => forward(args),
         BenchCommand::Decode(args) => decode(args),
         BenchCommand::TinyRetro(args) => tiny_retro(args),
+        BenchCommand::TrainStep(args) => train_step::run(args),
+        BenchCommand::Kernels(args) => kernels::run(args),
     }
 }
 
