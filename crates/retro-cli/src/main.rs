@@ -3,6 +3,7 @@
 
 mod bench;
 mod blas_core;
+mod chat;
 mod db;
 mod eval;
 mod generate;
@@ -10,6 +11,7 @@ mod model;
 mod output;
 mod plot;
 mod progress;
+mod serve;
 mod train;
 
 use clap::{Parser, Subcommand};
@@ -50,6 +52,10 @@ enum Command {
     Eval(eval::EvalCommand),
     /// Draw the loss curves of training runs on one PNG.
     Plot(plot::PlotArgs),
+    /// Chat with a model in the terminal (history, streamed answers, /sources shows what was retrieved).
+    Chat(chat::ChatArgs),
+    /// Serve a model over an OpenAI-compatible HTTP API (docs/serve.md).
+    Serve(serve::ServeArgs),
 }
 
 fn main() -> ExitCode {
@@ -101,6 +107,8 @@ fn main() -> ExitCode {
         Command::Train(args) => train::run(args),
         Command::Eval(command) => eval::run(command),
         Command::Plot(args) => plot::run(args),
+        Command::Chat(args) => chat::run(args),
+        Command::Serve(args) => serve::run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
