@@ -4,7 +4,7 @@
 
 mod common;
 
-use common::{fails, ok, p, shared_data};
+use common::{fails, ok, p, shared_data, small_db};
 use std::io::{BufRead, Write};
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -22,41 +22,7 @@ fn fixture() -> &'static Fixture {
     static F: OnceLock<Fixture> = OnceLock::new();
     F.get_or_init(|| {
         let tmp = tempfile::tempdir().unwrap();
-        let corpus = tmp.path().join("wiki.jsonl");
-        let file =
-            std::fs::File::open(shared_data().join("corpus/wiki-vital-en.jsonl.gz")).unwrap();
-        let mut out = std::fs::File::create(&corpus).unwrap();
-        for line in std::io::BufReader::new(flate2::read::GzDecoder::new(file))
-            .lines()
-            .take(150)
-        {
-            writeln!(out, "{}", line.unwrap()).unwrap();
-        }
-        let db = tmp.path().join("db");
-        let tokenizer = shared_data().join("models/smollm2-135m-instruct/tokenizer.json");
-        let embedder = shared_data().join("models/minilm-l6-v2");
-        ok(&[
-            "db",
-            "build",
-            "--corpus",
-            p(&corpus),
-            "--tokenizer",
-            p(&tokenizer),
-            "--embedder",
-            p(&embedder),
-            "--out",
-            p(&db),
-            "--chunk-len",
-            "16",
-            "--valid-fraction",
-            "0.1",
-            "--index",
-            "Flat",
-            "--query-k",
-            "50",
-            "--save-k",
-            "10",
-        ]);
+        let db = small_db(tmp.path());
         let config = tmp.path().join("tiny.json");
         std::fs::write(
             &config,

@@ -2,6 +2,7 @@
 
 #![allow(dead_code)]
 
+use std::io::{BufRead, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
@@ -59,4 +60,44 @@ pub fn fails(args: &[&str], expected: &str) {
         lines[0].starts_with("error: ") && lines[0].contains(expected),
         "expected {expected:?} in: {stderr}"
     );
+}
+
+/// A real retrieval DB in `dir/db`: the first 150 Wikipedia articles of the shared corpus, the SmolLM2 tokenizer,
+/// chunks of 16 tokens, 10% validation documents, MiniLM embeddings, an exact (Flat) index, 10 saved neighbours.
+pub fn small_db(dir: &Path) -> PathBuf {
+    let corpus = dir.join("wiki.jsonl");
+    let file = std::fs::File::open(shared_data().join("corpus/wiki-vital-en.jsonl.gz")).unwrap();
+    let mut out = std::fs::File::create(&corpus).unwrap();
+    for line in std::io::BufReader::new(flate2::read::GzDecoder::new(file))
+        .lines()
+        .take(150)
+    {
+        writeln!(out, "{}", line.unwrap()).unwrap();
+    }
+    let db = dir.join("db");
+    let tokenizer = shared_data().join("models/smollm2-135m-instruct/tokenizer.json");
+    let embedder = shared_data().join("models/minilm-l6-v2");
+    ok(&[
+        "db",
+        "build",
+        "--corpus",
+        p(&corpus),
+        "--tokenizer",
+        p(&tokenizer),
+        "--embedder",
+        p(&embedder),
+        "--out",
+        p(&db),
+        "--chunk-len",
+        "16",
+        "--valid-fraction",
+        "0.1",
+        "--index",
+        "Flat",
+        "--query-k",
+        "50",
+        "--save-k",
+        "10",
+    ]);
+    db
 }

@@ -1,0 +1,205 @@
+//! `retro eval qa` end to end: contexts come from the DB's search, an interrupted evaluation resumes to the results of
+//! an uninterrupted one, the encoder changes answers when on (and does not when its CCA is zero), SmolLM2-Instruct
+//! answers from gold contexts, and bad input gives one-line errors.
+
+mod common;
+
+use common::{fails, ok, p, shared_data, small_db};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
+
+struct Fixture {
+    _tmp: tempfile::TempDir,
+    db: PathBuf,
+    /// A tiny Retro model pretrained 2 steps on the DB (random encoder and CCA).
+    retro: PathBuf,
+    /// The same decoder with its CCA output projections zeroed: exactly its decoder.
+    zero_cca: PathBuf,
+    /// The same decoder with a new encoder and CCA drawn with std 1 (instead of 0.02), so that what the encoder
+    /// reads visibly changes the answers of a model too small to answer anything.
+    loud_cca: PathBuf,
+}
+
+fn fixture() -> &'static Fixture {
+    static F: OnceLock<Fixture> = OnceLock::new();
+    F.get_or_init(|| {
+        let tmp = tempfile::tempdir().unwrap();
+        let db = small_db(tmp.path());
+        let config = tmp.path().join("tiny.json");
+        std::fs::write(
+            &config,
+            r#"{"architectures":["LlamaForCausalLM"],"model_type":"llama","hidden_size":64,
+                "intermediate_size":128,"num_hidden_layers":6,"num_attention_heads":4,
+                "num_key_value_heads":2,"rms_norm_eps":1e-5,"rope_theta":10000.0,
+                "vocab_size":49152,"tie_word_embeddings":true,"max_position_embeddings":512}"#,
+        )
+        .unwrap();
+        let run = tmp.path().join("run");
+        #[rustfmt::skip]
+        ok(&["train", "--mode", "pretrain", "--model", p(&config), "--db", p(&db), "--out", p(&run),
+             "--steps", "2", "--batch", "2", "--seq-len", "64", "--eval-every", "0", "--eval-samples", "1"]);
+        // Retro-fits that keep the decoder (learning rate 0) and draw a new encoder and CCA.
+        let refit = |name: &str, extra: &[&str]| {
+            let out = tmp.path().join(name);
+            #[rustfmt::skip]
+            let mut args = vec!["train", "--mode", "retrofit", "--model", p(&run), "--db", p(&db), "--out", p(&out),
+                "--steps", "1", "--lr", "0", "--min-lr", "0", "--batch", "1", "--seq-len", "64",
+                "--eval-every", "0", "--eval-samples", "1"];
+            args.extend_from_slice(extra);
+            ok(&args);
+            out
+        };
+        let zero_cca = refit("zero", &["--cca-init", "zero"]);
+        let loud_cca = refit("loud", &["--cca-init", "random", "--init-std", "1.0"]);
+        Fixture {
+            _tmp: tmp,
+            retro: run,
+            zero_cca,
+            loud_cca,
+            db,
+        }
+    })
+}
+
+fn nq() -> PathBuf {
+    shared_data().join("qa/nq-open-dev.jsonl.gz")
+}
+
+fn read_lines(path: &Path) -> Vec<serde_json::Value> {
+    std::fs::read_to_string(path)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
+}
+
+fn qa(model: &Path, out: &Path, limit: &str, encoder: &str) -> serde_json::Value {
+    let f = fixture();
+    #[rustfmt::skip]
+    let stdout = ok(&["eval", "qa", "--model", p(model), "--db", p(&f.db), "--data", p(&nq()), "--contexts", "2",
+                      "--limit", limit, "--max-new", "6", "--encoder", encoder, "--out", p(out), "--json"]);
+    serde_json::from_str(&stdout).unwrap()
+}
+
+fn predictions(path: &Path) -> Vec<String> {
+    read_lines(path)
+        .iter()
+        .map(|r| r["prediction"].as_str().unwrap().to_string())
+        .collect()
+}
+
+#[test]
+fn contexts_come_from_the_db_and_an_interrupted_run_resumes_to_the_same_results() {
+    let f = fixture();
+    let tmp = tempfile::tempdir().unwrap();
+    let straight = tmp.path().join("straight.jsonl");
+    let summary = qa(&f.retro, &straight, "4", "off");
+    assert_eq!(summary["n"], 4);
+    let lines = read_lines(&straight);
+    assert_eq!(lines.len(), 4);
+    for r in &lines {
+        let question = r["question"].as_str().unwrap();
+        #[rustfmt::skip]
+        let hits: Vec<serde_json::Value> = serde_json::from_str(&ok(&["db", "search", p(&f.db), question, "-k", "2", "--json"])).unwrap();
+        let contexts = r["contexts"].as_array().unwrap();
+        assert_eq!(contexts.len(), 2);
+        for (c, hit) in contexts.iter().zip(&hits) {
+            let c = c.as_str().unwrap();
+            let title = hit["title"].as_str().unwrap_or("");
+            assert!(c.starts_with(&format!("title: {title}, source: ")), "{c:?}");
+            assert!(
+                c.contains(hit["text"].as_str().unwrap().trim()),
+                "context {c:?} lacks its hit's text {:?}",
+                hit["text"]
+            );
+        }
+        let (em, f1) = (r["em"].as_f64().unwrap(), r["f1"].as_f64().unwrap());
+        assert!((0.0..=1.0).contains(&f1) && (em == 0.0 || f1 == 1.0));
+    }
+
+    // Two questions done, then a line cut short by a kill: the rerun drops it and answers the rest.
+    let resumed = tmp.path().join("resumed.jsonl");
+    qa(&f.retro, &resumed, "2", "off");
+    std::fs::OpenOptions::new()
+        .append(true)
+        .open(&resumed)
+        .unwrap()
+        .write_all(b"{\"id\": \"nq-open-dev-000")
+        .unwrap();
+    let summary_resumed = qa(&f.retro, &resumed, "4", "off");
+    assert_eq!(read_lines(&resumed), lines);
+    assert_eq!(summary_resumed, summary);
+}
+
+#[test]
+fn the_encoder_reads_the_contexts_when_on_and_a_zero_cca_changes_nothing() {
+    let f = fixture();
+    let tmp = tempfile::tempdir().unwrap();
+    let run = |model: &Path, encoder: &str| {
+        let out = tmp.path().join(format!(
+            "{}-{encoder}.jsonl",
+            model.file_name().unwrap().to_string_lossy()
+        ));
+        qa(model, &out, "6", encoder);
+        predictions(&out)
+    };
+    let off = run(&f.retro, "off");
+    let loud_off = run(&f.loud_cca, "off");
+    let loud_on = run(&f.loud_cca, "on");
+    assert_eq!(
+        loud_off, off,
+        "gated off, only the unchanged decoder should answer"
+    );
+    assert_ne!(loud_on, loud_off, "the encoder had no effect on any answer");
+    // Zero CCA output: the Retro model is exactly its decoder, whatever the encoder reads.
+    let zero_off = run(&f.zero_cca, "off");
+    let zero_on = run(&f.zero_cca, "on");
+    assert_eq!(zero_on, zero_off);
+    assert_eq!(zero_off, off);
+}
+
+#[test]
+fn smollm2_instruct_answers_from_gold_contexts() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("gold.jsonl");
+    let model = shared_data().join("models/smollm2-135m-instruct");
+    let data = shared_data().join("qa/nq-openbook-short.jsonl.gz");
+    #[rustfmt::skip]
+    let summary: serde_json::Value = serde_json::from_str(&ok(&["eval", "qa", "--model", p(&model), "--data", p(&data),
+        "--gold-context", "--limit", "4", "--max-new", "24", "--out", p(&out), "--json"])).unwrap();
+    let lines = read_lines(&out);
+    assert_eq!(lines.len(), 4);
+    for r in &lines {
+        // The gold context is the prompt's only context, formatted as the reference does.
+        let contexts = r["contexts"].as_array().unwrap();
+        assert_eq!(contexts.len(), 1);
+        assert!(contexts[0].as_str().unwrap().starts_with("title: "));
+    }
+    // With the answer in its context, the instruct model gets some right (a broken prompt gets none).
+    assert!(
+        summary["f1"].as_f64().unwrap() > 0.2,
+        "F1 {} with gold contexts: {lines:?}",
+        summary["f1"]
+    );
+}
+
+#[test]
+fn bad_qa_input_gives_one_line_errors() {
+    let tmp = tempfile::tempdir().unwrap();
+    let model = shared_data().join("models/smollm2-135m-instruct");
+    #[rustfmt::skip]
+    fails(&["eval", "qa", "--model", p(&model), "--data", p(&nq()), "--encoder", "on", "--limit", "1"],
+          "needs a Retro model");
+    let bad = tmp.path().join("bad.jsonl");
+    std::fs::write(&bad, "{\"question\": \"q?\"}\n").unwrap();
+    fails(
+        &["eval", "qa", "--model", p(&model), "--data", p(&bad)],
+        "bad.jsonl:1",
+    );
+    let garbage = tmp.path().join("garbage.jsonl");
+    std::fs::write(&garbage, "not json\n{}\n").unwrap();
+    #[rustfmt::skip]
+    fails(&["eval", "qa", "--model", p(&model), "--data", p(&nq()), "--limit", "1", "--out", p(&garbage)],
+          "garbage.jsonl:1");
+}

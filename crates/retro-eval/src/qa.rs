@@ -1,0 +1,298 @@
+//! Zero-shot QA (issue 5; shared reference §5): for each question, the top contexts from the retrieval DB (the set's
+//! own gold context first with `gold_context`), the reference's short-span prompt, a greedy answer of at most
+//! `max_new` tokens cut at the end of text or the first newline, scored by SQuAD EM and F1.
+//!
+//! Encoder on: the Retro encoder gets the prompt's top-k contexts as the neighbours of every chunk (the reference's
+//! `--reuse-top`); off: retrieval gated off, the plain decoder. Results are appended to `out` one JSON line per
+//! question as each is answered; a rerun skips the questions already there, so an interrupted evaluation resumes.
+
+use std::collections::HashSet;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context, Result};
+use retro_data::chat::format_context;
+use retro_data::ChatTemplate;
+use retro_db::RetrievalDb;
+use retro_model::{generate, generate_plain, GenerateOptions, Mode, SamplingOptions};
+use retro_serve::{Engine, LoadedModel};
+use serde::{Deserialize, Serialize};
+
+use crate::fixed_retriever::FixedRetriever;
+use crate::qa_data::{read_qa, QaExample};
+use crate::squad::score;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Encoder {
+    /// The Retro encoder reads the prompt's top-k contexts.
+    On,
+    /// Gate 0: the decoder alone, the contexts only in the prompt.
+    Off,
+}
+
+#[derive(Debug, Clone)]
+pub struct QaOptions {
+    pub data: PathBuf,
+    /// Contexts from the DB per question (after the gold context, if any).
+    pub contexts: usize,
+    /// Put the example's own `context` first where it has one.
+    pub gold_context: bool,
+    pub encoder: Encoder,
+    /// None: the model's own template (ChatML when its tokenizer has it), else the reference's.
+    pub template: Option<ChatTemplate>,
+    pub limit: Option<usize>,
+    /// Generated tokens at most per answer (the reference stops after 64).
+    pub max_new: usize,
+    /// One JSON line per question; appended to, and read back to resume.
+    pub out: Option<PathBuf>,
+}
+
+/// One answered question, as written to the output file.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct QaResult {
+    pub id: String,
+    pub question: String,
+    pub contexts: Vec<String>,
+    pub prediction: String,
+    pub answers: Vec<String>,
+    pub em: f64,
+    pub f1: f64,
+}
+
+/// Mean EM and F1 (0..1) over `n` questions.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize)]
+pub struct QaSummary {
+    pub em: f64,
+    pub f1: f64,
+    pub n: usize,
+}
+
+impl QaSummary {
+    pub fn of(results: &[QaResult]) -> Self {
+        let n = results.len();
+        let mean = |f: fn(&QaResult) -> f64| {
+            if n == 0 {
+                0.0
+            } else {
+                results.iter().map(f).sum::<f64>() / n as f64
+            }
+        };
+        Self {
+            em: mean(|r| r.em),
+            f1: mean(|r| r.f1),
+            n,
+        }
+    }
+}
+
+/// Receives each answer as it is scored: the result, the summary so far, questions done and in all.
+pub type OnAnswer<'a> = dyn FnMut(&QaResult, &QaSummary, usize, usize) + 'a;
+
+/// Evaluates `engine`'s model on `o.data`; `db` gives the contexts (needed when `o.contexts > 0`).
+pub fn evaluate_qa(
+    engine: &mut Engine,
+    mut db: Option<&mut RetrievalDb>,
+    o: &QaOptions,
+    on_answer: &mut OnAnswer,
+) -> Result<QaSummary> {
+    if o.contexts > 0 && db.is_none() {
+        bail!("--contexts {} needs --db (or use --contexts 0)", o.contexts);
+    }
+    if o.encoder == Encoder::On {
+        match engine.model() {
+            LoadedModel::Retro(_) => {}
+            LoadedModel::Gpt(_) => {
+                bail!("--encoder on needs a Retro model; a plain GPT has no encoder (use --encoder off)")
+            }
+        }
+    }
+    let template = o.template.unwrap_or_else(|| engine.default_template());
+    template.check_tokenizer(engine.tokenizer().inner())?;
+    let examples = read_qa(&o.data, o.limit)?;
+    let mut results = match &o.out {
+        Some(path) => read_results(path)?,
+        None => Vec::new(),
+    };
+    let done: HashSet<String> = results.iter().map(|r| r.id.clone()).collect();
+    let mut out = match &o.out {
+        Some(path) => Some(
+            std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(path)
+                .with_context(|| format!("{}: cannot open for appending", path.display()))?,
+        ),
+        None => None,
+    };
+    let stop = answer_stop_tokens(engine);
+    let total = examples.len();
+    let mut answered = examples.iter().filter(|e| done.contains(&e.id)).count();
+    for example in examples.iter().filter(|e| !done.contains(&e.id)) {
+        let contexts = contexts_for(example, db.as_deref_mut(), o)?;
+        let result = answer(engine, example, contexts, template, &stop, o)
+            .with_context(|| format!("{}: question {}", o.data.display(), example.id))?;
+        if let (Some(file), Some(path)) = (out.as_mut(), &o.out) {
+            // One write per line, so a kill leaves at most one partial last line (dropped on resume).
+            file.write_all(format!("{}\n", serde_json::to_string(&result)?).as_bytes())
+                .with_context(|| format!("{}: cannot write", path.display()))?;
+        }
+        results.push(result);
+        answered += 1;
+        let summary = QaSummary::of(&results);
+        on_answer(results.last().unwrap(), &summary, answered, total);
+    }
+    let ids: HashSet<&String> = examples.iter().map(|e| &e.id).collect();
+    let ours: Vec<QaResult> = results
+        .into_iter()
+        .filter(|r| ids.contains(&r.id))
+        .collect();
+    Ok(QaSummary::of(&ours))
+}
+
+/// The results already in `path`; a last line cut short by an interrupted run is removed from the file.
+pub fn read_results(path: &Path) -> Result<Vec<QaResult>> {
+    if !path.exists() {
+        return Ok(Vec::new());
+    }
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("{}: cannot read", path.display()))?;
+    let mut results = Vec::new();
+    let mut good_len = 0;
+    for (i, line) in text.split_inclusive('\n').enumerate() {
+        match serde_json::from_str::<QaResult>(line.trim_end()) {
+            Ok(r) if line.ends_with('\n') => {
+                results.push(r);
+                good_len += line.len();
+            }
+            _ if good_len + line.len() == text.len() => {
+                // The last line, unfinished: drop it.
+                let file = std::fs::OpenOptions::new().write(true).open(path)?;
+                file.set_len(good_len as u64)?;
+                break;
+            }
+            Err(e) => bail!(
+                "{}:{}: not a QA result line ({e}); use another --out",
+                path.display(),
+                i + 1
+            ),
+            Ok(_) => unreachable!("only the last line can lack a newline"),
+        }
+    }
+    Ok(results)
+}
+
+/// The prompt's contexts: the gold context first when asked for and present, then the DB's top hits, each its chunk
+/// and continuation, formatted as the reference does (`title: …, source: …`).
+fn contexts_for(
+    example: &QaExample,
+    db: Option<&mut RetrievalDb>,
+    o: &QaOptions,
+) -> Result<Vec<String>> {
+    let mut contexts = Vec::new();
+    if o.gold_context {
+        if let Some(c) = &example.context {
+            contexts.push(format_context(example.title.as_deref(), c));
+        }
+    }
+    if let Some(db) = db {
+        if o.contexts > 0 {
+            for hit in db.search(&example.question, o.contexts)? {
+                let mut tokens = db.chunks.chunk_tokens(hit.chunk);
+                if let Some(next) = db.chunks.continuation(hit.chunk) {
+                    tokens.extend(db.chunks.chunk_tokens(next));
+                }
+                let text = db.tokenizer.decode(&tokens)?;
+                contexts.push(format_context(hit.title.as_deref(), text.trim()));
+            }
+        }
+    }
+    Ok(contexts)
+}
+
+/// Generates and scores one answer. Contexts are dropped from the last (the least relevant) while the prompt and
+/// the answer would not fit the model's context.
+fn answer(
+    engine: &Engine,
+    example: &QaExample,
+    mut contexts: Vec<String>,
+    template: ChatTemplate,
+    stop: &[u32],
+    o: &QaOptions,
+) -> Result<QaResult> {
+    let ctx = engine.context_len();
+    let mut ids = engine.encode(&template.short_span_qa_prompt(&contexts, &example.question))?;
+    while ids.len() + o.max_new > ctx && !contexts.is_empty() {
+        contexts.pop();
+        ids = engine.encode(&template.short_span_qa_prompt(&contexts, &example.question))?;
+    }
+    if ids.len() + o.max_new > ctx {
+        bail!(
+            "the prompt alone has {} tokens; with {} to generate it exceeds the model's context of {ctx}",
+            ids.len(),
+            o.max_new
+        );
+    }
+    let opts = GenerateOptions {
+        max_new: o.max_new,
+        sampling: SamplingOptions::greedy(),
+        stop: stop.to_vec(),
+    };
+    let mut ignore = |_: u32| Ok(());
+    let tokens = match (engine.model(), o.encoder) {
+        (LoadedModel::Gpt(gpt), _) => generate_plain(gpt, &ids, &opts, &mut ignore)?,
+        (LoadedModel::Retro(retro), Encoder::Off) => {
+            generate(retro, &ids, None, &opts, Mode::Cached, &mut ignore)?.tokens
+        }
+        (LoadedModel::Retro(retro), Encoder::On) => {
+            let k = retro.config().num_neighbors;
+            let texts: Vec<String> = contexts.iter().take(k).cloned().collect();
+            let mut fixed = FixedRetriever {
+                passages: texts
+                    .iter()
+                    .map(|t| engine.encode(t))
+                    .collect::<Result<_>>()?,
+                texts,
+                pad: engine.tokenizer().pad_id,
+            };
+            generate(
+                retro,
+                &ids,
+                Some(&mut fixed),
+                &opts,
+                Mode::Cached,
+                &mut ignore,
+            )?
+            .tokens
+        }
+    };
+    let text = engine.tokenizer().decode(&tokens)?;
+    let prediction = text.split('\n').next().unwrap_or("").trim().to_string();
+    let (em, f1) = score(&prediction, &example.answers);
+    Ok(QaResult {
+        id: example.id.clone(),
+        question: example.question.clone(),
+        contexts,
+        prediction,
+        answers: example.answers.clone(),
+        em,
+        f1,
+    })
+}
+
+/// The engine's end-of-text tokens plus every token whose text holds a newline: a short answer ends at its line.
+fn answer_stop_tokens(engine: &Engine) -> Vec<u32> {
+    let tokenizer = engine.tokenizer().inner();
+    let mut stop: Vec<u32> = engine.stop_tokens().to_vec();
+    for id in 0..tokenizer.get_vocab_size(true) as u32 {
+        if tokenizer
+            .decode(&[id], false)
+            .is_ok_and(|t| t.contains('\n'))
+        {
+            stop.push(id);
+        }
+    }
+    stop.sort_unstable();
+    stop.dedup();
+    stop
+}
