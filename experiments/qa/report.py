@@ -1,0 +1,48 @@
+"""Writes the table of experiments/qa/run.sh as Markdown on stdout."""
+import argparse, datetime, json, os, subprocess
+
+p = argparse.ArgumentParser()
+p.add_argument("--out-dir", required=True)
+p.add_argument("--db", required=True)
+p.add_argument("--limit", required=True)
+p.add_argument("--contexts", required=True)
+p.add_argument("--sets", nargs="+", required=True)
+a = p.parse_args()
+
+rows = [
+    ("smollm2-instruct-rag", "SmolLM2-135M-Instruct, untouched, RAG"),
+    ("smollm2-instruct-closed-book", "SmolLM2-135M-Instruct, untouched, no contexts"),
+    ("gptfit-instruct-rag", "GPT-fit-Instruct, RAG"),
+    ("instructretro-encoder-off", "InstructRetro, encoder off (RAG)"),
+    ("instructretro-encoder-on", "InstructRetro, encoder on (RAG)"),
+]
+
+def summary(name, s):
+    path = os.path.join(a.out_dir, f"{name}-{s}.jsonl")
+    if not os.path.exists(path):
+        return None
+    results = [json.loads(l) for l in open(path) if l.endswith("\n")]
+    n = len(results)
+    return n, 100 * sum(r["em"] for r in results) / n, 100 * sum(r["f1"] for r in results) / n
+
+cpu = "unknown CPU"
+try:
+    cpu = next(l.split(":", 1)[1].strip() for l in subprocess.run(["lscpu"], capture_output=True, text=True).stdout.splitlines() if l.startswith("Model name"))
+except Exception:
+    pass
+db = json.load(open(os.path.join(a.db, "db.json")))
+print("# Results: zero-shot QA with retrieved contexts (issue 5)\n")
+print(f"Produced by `experiments/qa/run.sh` on {datetime.date.today()} ({cpu}, {os.cpu_count()} cores), "
+      f"LIMIT={a.limit}, CONTEXTS={a.contexts}. Rerun it to reproduce.\n")
+print(f"- Contexts: the top {a.contexts} chunks (+ continuation, 128 tokens) of a DB of {db['n_chunks']} chunks from "
+      + ", ".join(os.path.basename(c['path']) for c in db['corpora'])
+      + ", searched with MiniLM; prompt: the reference's short-span template (the model's own chat template around it).")
+print("- Greedy answers of at most 64 tokens cut at EOS or newline; SQuAD EM and F1 (max over gold answers), in %.\n")
+head = "| model | " + " | ".join(f"{s} EM | {s} F1 | n" for s in a.sets) + " |"
+print(head)
+print("|---|" + "---|---|---|" * len(a.sets))
+for name, label in rows:
+    cells = [summary(name, s) for s in a.sets]
+    if all(c is None for c in cells):
+        continue
+    print(f"| {label} | " + " | ".join("- | - | 0" if c is None else f"{c[1]:.1f} | {c[2]:.1f} | {c[0]}" for c in cells) + " |")

@@ -1,0 +1,51 @@
+#!/usr/bin/env bash
+# Zero-shot QA (issue 5; shared reference §5): EM / F1 on NQ-open and TriviaQA with contexts retrieved from a
+# Wikipedia DB in the prompt, for each model row below. Writes experiments/qa/out/ and docs/results-qa.md.
+# Resumable: every answer is appended to out/NAME-SET.jsonl as it is made, and a rerun skips what is there.
+#
+# Rows: SmolLM2-135M-Instruct untouched, with RAG and closed-book; and, when given, the instruction-tuned models of
+# the training experiment:
+#   GPTFIT_SFT=DIR   the GPT-fitted model after `retro train --mode sft`     -> GPT-fit-Instruct with RAG
+#   RETRO_SFT=DIR    the retro-fitted model after `retro train --mode sft`   -> InstructRetro, encoder off and on
+# Sizes from the environment: LIMIT questions per set (default 1000), CONTEXTS per question (default 5),
+# SETS (default "nq-open-dev triviaqa-sm-sub"), DB (default demo-out/wiki-db, built as the demo builds it), THREADS.
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+DATA=${DATA:-../shared/data}
+OUT=experiments/qa/out
+LIMIT=${LIMIT:-1000}
+CONTEXTS=${CONTEXTS:-5}
+SETS=${SETS:-nq-open-dev triviaqa-sm-sub}
+DB=${DB:-demo-out/wiki-db}
+THREADS_FLAG=()
+[ -n "${THREADS:-}" ] && THREADS_FLAG=(--threads "$THREADS")
+RETRO=target/release/retro
+
+bash scripts/ensure-system-packages.sh
+cargo build --release -q -p retro-cli
+mkdir -p "$OUT"
+# Finished stages are skipped, so this is quick when the DB is already built.
+$RETRO "${THREADS_FLAG[@]}" db build --corpus "$DATA/corpus/wiki-vital-en.jsonl.gz" \
+  --tokenizer "$DATA/models/smollm2-135m-instruct/tokenizer.json" \
+  --embedder "$DATA/models/minilm-l6-v2" --out "$DB" > /dev/null
+
+run() { # NAME MODEL ENCODER CONTEXTS
+  for set in $SETS; do
+    echo "== $1 on $set"
+    $RETRO "${THREADS_FLAG[@]}" eval qa --model "$2" --db "$DB" --data "$DATA/qa/$set.jsonl.gz" \
+      --encoder "$3" --contexts "$4" --limit "$LIMIT" --out "$OUT/$1-$set.jsonl" --json > "$OUT/$1-$set.json"
+    cat "$OUT/$1-$set.json"
+  done
+}
+SMOL=$DATA/models/smollm2-135m-instruct
+run smollm2-instruct-rag "$SMOL" off "$CONTEXTS"
+run smollm2-instruct-closed-book "$SMOL" off 0
+if [ -n "${GPTFIT_SFT:-}" ]; then run gptfit-instruct-rag "$GPTFIT_SFT" off "$CONTEXTS"; fi
+if [ -n "${RETRO_SFT:-}" ]; then
+  run instructretro-encoder-off "$RETRO_SFT" off "$CONTEXTS"
+  run instructretro-encoder-on "$RETRO_SFT" on "$CONTEXTS"
+fi
+python3 experiments/qa/report.py --out-dir "$OUT" --db "$DB" --limit "$LIMIT" --contexts "$CONTEXTS" \
+  --sets $SETS > docs/results-qa.md.tmp
+mv docs/results-qa.md.tmp docs/results-qa.md
+echo "wrote docs/results-qa.md"
