@@ -1,6 +1,6 @@
 //! Hand-written f32 CPU kernels for training with candle (issue 6).
 //!
-//! candle composes RMSNorm, SiLU, softmax and cross-entropy from many small tensor ops in
+//! candle composes RMSNorm, RoPE, SiLU, softmax and cross-entropy from many small tensor ops in
 //! autograd, each allocating a fresh tensor and calling scalar libm `exp`, and its fused kernels
 //! have no backward. Each op here is one candle custom op with a hand-written backward: one
 //! rayon-parallel pass over rows, vectorisable inner loops and a polynomial `exp`.
@@ -11,6 +11,7 @@ mod adamw;
 mod cross_entropy;
 mod fast_exp;
 mod rms_norm;
+mod rope;
 mod rows;
 mod softmax;
 mod swiglu;
@@ -20,6 +21,7 @@ pub use adamw::{adamw_update, AdamWHyper};
 pub use cross_entropy::masked_nll_sum;
 pub use fast_exp::exp;
 pub use rms_norm::rms_norm;
-pub use softmax::softmax_last_dim;
+pub use rope::rope;
+pub use softmax::{masked_softmax_last_dim, softmax_last_dim};
 pub use swiglu::swiglu;
 pub use switch::enabled;

@@ -88,3 +88,41 @@ fn gradient_matches_finite_differences() -> Result<()> {
     )?;
     Ok(())
 }
+
+#[test]
+fn masked_equals_broadcast_add_then_softmax() -> Result<()> {
+    // (batch, kv heads, rep, t, s) with a (t, s) mask, as the attention calls it; and t != s.
+    for (i, shape) in [
+        &[1usize, 1, 1, 1, 1][..],
+        &[1, 3, 3, 9, 9],
+        &[2, 1, 2, 5, 7],
+    ]
+    .iter()
+    .enumerate()
+    {
+        let seed = 29 * i as u64;
+        let n = shape.len();
+        let (t, s) = (shape[n - 2], shape[n - 1]);
+        let x = var(seed, shape, -6.0, 6.0)?;
+        let mask: Vec<f32> = (0..t * s)
+            .map(|k| {
+                if k % s > k / s + (s - t) {
+                    f32::NEG_INFINITY
+                } else {
+                    0.0
+                }
+            })
+            .collect();
+        let mask = Tensor::from_vec(mask, (t, s), &Device::Cpu)?;
+        let r = rand(seed + 1, shape, -1.0, 1.0)?;
+        let fused = retro_kernels::masked_softmax_last_dim(x.as_tensor(), &mask)?;
+        let slow = candle_nn::ops::softmax(&x.as_tensor().broadcast_add(&mask)?, D::Minus1)?;
+        assert_close("forward", &fused, &slow, 1e-5)?;
+        let gf = (fused * &r)?.sum_all()?.backward()?;
+        let gs = (slow * &r)?.sum_all()?.backward()?;
+        assert_close("dx", gf.get(&x).unwrap(), gs.get(&x).unwrap(), 1e-5)?;
+    }
+    let x = rand(1, &[2, 3, 4], -1.0, 1.0)?;
+    assert!(retro_kernels::masked_softmax_last_dim(&x, &rand(2, &[4, 3], 0.0, 0.0)?).is_err());
+    Ok(())
+}

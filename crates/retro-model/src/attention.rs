@@ -59,11 +59,11 @@ impl Projections {
         let rep = nh / nkv;
         let q = (q * (1.0 / (hd as f64).sqrt()))?.reshape((b, nkv, rep * t, hd))?;
         let scores = q.matmul(&k.t()?)?; // (b, nkv, rep*t, s)
-        let scores = match mask {
-            Some(m) => scores.reshape((b, nkv, rep, t, s))?.broadcast_add(m)?,
-            None => scores,
-        };
-        let probs = ops::softmax_last_dim(&scores)?.reshape((b, nkv, rep * t, s))?;
+        let probs = match mask {
+            Some(m) => ops::masked_softmax_last_dim(&scores.reshape((b, nkv, rep, t, s))?, m)?,
+            None => ops::softmax_last_dim(&scores)?,
+        }
+        .reshape((b, nkv, rep * t, s))?;
         let out = probs.matmul(&v.contiguous()?)?; // (b, nkv, rep*t, hd)
         let out = out
             .reshape((b, nh, t, hd))?

@@ -7,7 +7,7 @@
 //! (`Tensor::track_op() == false`, i.e. inference on plain tensors) and the differentiable
 //! composition of basic ops otherwise. `tests/tiny.rs` checks that both paths give the same logits.
 //!
-//! On the CPU with f32 tensors, RMSNorm, softmax and the SwiGLU gate use `retro_kernels`' fused
+//! On the CPU with f32 tensors, RMSNorm, softmax, RoPE and the SwiGLU gate use `retro_kernels`' fused
 //! ops instead, which have a backward and so serve training and inference alike (issue 6;
 //! `docs/kernels.md`). `RETRO_FUSED=0` in the environment turns them off, e.g. to compare.
 
@@ -40,6 +40,19 @@ pub fn softmax_last_dim(x: &Tensor) -> Result<Tensor> {
     }
 }
 
+/// Softmax over the last dimension of `x + mask`, `mask` an additive `(t, s)` attention mask that
+/// broadcasts over `x`'s leading dimensions. The fused kernel neither materialises the sum nor
+/// builds the full-size zero gradient that candle's `broadcast_add` backward gives the mask.
+pub fn masked_softmax_last_dim(x: &Tensor, mask: &Tensor) -> Result<Tensor> {
+    let n = x.rank();
+    let fits = n >= 2 && mask.dims() == &x.dims()[n - 2..];
+    if fits && retro_kernels::enabled(&[x, mask]) {
+        retro_kernels::masked_softmax_last_dim(x, mask)
+    } else {
+        softmax_last_dim(&x.broadcast_add(mask)?)
+    }
+}
+
 /// The SwiGLU gate `silu(gate) · up`.
 pub fn swiglu(gate: &Tensor, up: &Tensor) -> Result<Tensor> {
     if retro_kernels::enabled(&[gate, up]) {
@@ -52,7 +65,9 @@ pub fn swiglu(gate: &Tensor, up: &Tensor) -> Result<Tensor> {
 /// RoPE with pairs `(2i, 2i+1)`. `x`: `(batch, heads, seq, head_dim)`; `cos`/`sin`:
 /// `(seq, head_dim/2)` for the positions of `x`.
 pub fn rope_interleaved(x: &Tensor, cos: &Tensor, sin: &Tensor) -> Result<Tensor> {
-    if tracked(&[x]) {
+    if retro_kernels::enabled(&[x, cos, sin]) {
+        retro_kernels::rope(x, cos, sin, true)
+    } else if tracked(&[x]) {
         candle_nn::rotary_emb::rope_i_slow(x, cos, sin)
     } else {
         candle_nn::rotary_emb::rope_i(&x.contiguous()?, &cos.contiguous()?, &sin.contiguous()?)
@@ -61,7 +76,9 @@ pub fn rope_interleaved(x: &Tensor, cos: &Tensor, sin: &Tensor) -> Result<Tensor
 
 /// RoPE with pairs `(i, i + head_dim/2)` (HF "rotate half"). Shapes as in [`rope_interleaved`].
 pub fn rope_rotate_half(x: &Tensor, cos: &Tensor, sin: &Tensor) -> Result<Tensor> {
-    if tracked(&[x]) {
+    if retro_kernels::enabled(&[x, cos, sin]) {
+        retro_kernels::rope(x, cos, sin, false)
+    } else if tracked(&[x]) {
         candle_nn::rotary_emb::rope_slow(x, cos, sin)
     } else {
         candle_nn::rotary_emb::rope(&x.contiguous()?, &cos.contiguous()?, &sin.contiguous()?)
