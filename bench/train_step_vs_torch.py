@@ -162,6 +162,9 @@ def main():
     ap.add_argument("--ckpt", default="bench/out/smollm2-retro")
     ap.add_argument("--retro", default="target/release/retro")
     ap.add_argument("--sys-binary", default=None, help="a retro binary built without the mimalloc allocator")
+    ap.add_argument("--before-binary", default=None,
+                    help="a retro binary from before issue 6 (glibc malloc, AVX2-only gemm), run as config 'before' "
+                         "with RETRO_FUSED=0")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--batch", type=int, default=1)
     ap.add_argument("--seq", type=int, default=512)
@@ -174,7 +177,7 @@ def main():
     ap.add_argument("--skip-kernels", action="store_true")
     ap.add_argument("--skip-steps", action="store_true")
     ap.add_argument("--configs", default="fused,composed,torch",
-                    help="comma-separated: fused, composed, fused-sys, composed-sys, torch")
+                    help="comma-separated: fused, composed, fused-sys, composed-sys, before, torch")
     ap.add_argument("--json-out", default="bench/out/train_step.jsonl")
     ap.add_argument("--torch-worker", action="store_true", help=argparse.SUPPRESS)
     ap.add_argument("--torch-kernels", action="store_true", help=argparse.SUPPRESS)
@@ -231,10 +234,10 @@ def main():
         if name == "torch":
             return [PY, __file__, "--torch-worker", "--ckpt", a.ckpt, "--threads", str(a.threads), "--lr",
                     str(a.lr)] + common, {}
-        binary = a.sys_binary if name.endswith("-sys") else a.retro
+        binary = a.before_binary if name == "before" else a.sys_binary if name.endswith("-sys") else a.retro
         if binary is None:
-            raise SystemExit(f"{name} needs --sys-binary")
-        fused = "0" if name.startswith("composed") else "1"
+            raise SystemExit(f"{name} needs --sys-binary or --before-binary")
+        fused = "0" if name.startswith("composed") or name == "before" else "1"
         return [binary, "--threads", str(a.threads)] + ours_args, {"RETRO_FUSED": fused}
 
     names = a.configs.split(",")

@@ -1,6 +1,7 @@
 //! `retro`: the command-line shell over the retro libraries. Each subcommand parses its flags and calls library
 //! functions; no retrieval or model logic lives here.
 
+mod allocator;
 mod bench;
 mod blas_core;
 mod chat;
