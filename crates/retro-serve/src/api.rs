@@ -288,10 +288,14 @@ fn generate_request(p: &Params, cap: usize) -> Result<GenerateRequest, ApiError>
             enabled: Some(true),
             k,
         }) => RetrievalRequest::On { k: *k },
-        Some(RetrievalParam { enabled: None, k }) => match k {
-            None => RetrievalRequest::Auto,
-            Some(k) => RetrievalRequest::On { k: Some(*k) },
-        },
+        Some(RetrievalParam {
+            enabled: None,
+            k: None,
+        }) => RetrievalRequest::Auto,
+        Some(RetrievalParam {
+            enabled: None,
+            k: Some(k),
+        }) => RetrievalRequest::On { k: Some(*k) },
     };
     Ok(GenerateRequest {
         max_new,

@@ -99,17 +99,17 @@ impl Worker {
     }
 
     /// Queues a job; gives it back when the queue is full or the worker has stopped.
-    pub fn submit(&self, job: Job) -> Result<(), Job> {
+    pub fn submit(&self, job: Job) -> Result<(), Box<Job>> {
         let guard = self.tx.lock().unwrap_or_else(|e| e.into_inner());
         let Some(tx) = guard.as_ref() else {
-            return Err(job);
+            return Err(Box::new(job));
         };
         self.queued.fetch_add(1, Ordering::SeqCst);
         match tx.try_send(job) {
             Ok(()) => Ok(()),
             Err(TrySendError::Full(job)) | Err(TrySendError::Disconnected(job)) => {
                 self.queued.fetch_sub(1, Ordering::SeqCst);
-                Err(job)
+                Err(Box::new(job))
             }
         }
     }
