@@ -8,11 +8,13 @@
 #   GPTFIT_SFT=DIR   the GPT-fitted model after `retro train --mode sft`     -> GPT-fit-Instruct with RAG
 #   RETRO_SFT=DIR    the retro-fitted model after `retro train --mode sft`   -> InstructRetro, encoder off and on
 # Sizes from the environment: LIMIT questions per set (default 1000), CONTEXTS per question (default 5),
-# SETS (default "nq-open-dev triviaqa-sm-sub"), DB (default demo-out/wiki-db, built as the demo builds it), THREADS.
+# SETS (default "nq-open-dev triviaqa-sm-sub"), DB (default demo-out/wiki-db, built as the demo builds it), THREADS;
+# QA_OUT and REPORT move the outputs (for smoke runs).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 DATA=${DATA:-../shared/data}
-OUT=experiments/qa/out
+OUT=${QA_OUT:-experiments/qa/out}
+REPORT=${REPORT:-docs/results-qa.md}
 LIMIT=${LIMIT:-1000}
 CONTEXTS=${CONTEXTS:-5}
 SETS=${SETS:-nq-open-dev triviaqa-sm-sub}
@@ -46,6 +48,6 @@ if [ -n "${RETRO_SFT:-}" ]; then
   run instructretro-encoder-on "$RETRO_SFT" on "$CONTEXTS"
 fi
 python3 experiments/qa/report.py --out-dir "$OUT" --db "$DB" --limit "$LIMIT" --contexts "$CONTEXTS" \
-  --sets $SETS > docs/results-qa.md.tmp
-mv docs/results-qa.md.tmp docs/results-qa.md
-echo "wrote docs/results-qa.md"
+  --sets $SETS > "$REPORT.tmp"
+mv "$REPORT.tmp" "$REPORT"
+echo "wrote $REPORT"

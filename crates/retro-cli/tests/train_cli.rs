@@ -4,8 +4,7 @@
 
 mod common;
 
-use common::{fails, ok, p, shared_data, small_db};
-use std::io::{BufRead, Write};
+use common::{fails, ok, p, small_db, tiny_llama_config};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::OnceLock;
@@ -23,15 +22,7 @@ fn fixture() -> &'static Fixture {
     F.get_or_init(|| {
         let tmp = tempfile::tempdir().unwrap();
         let db = small_db(tmp.path());
-        let config = tmp.path().join("tiny.json");
-        std::fs::write(
-            &config,
-            r#"{"architectures":["LlamaForCausalLM"],"model_type":"llama","hidden_size":64,
-                "intermediate_size":128,"num_hidden_layers":6,"num_attention_heads":4,
-                "num_key_value_heads":2,"rms_norm_eps":1e-5,"rope_theta":10000.0,
-                "vocab_size":49152,"tie_word_embeddings":true,"max_position_embeddings":256}"#,
-        )
-        .unwrap();
+        let config = tiny_llama_config(tmp.path(), 256);
         Fixture {
             _tmp: tmp,
             db,

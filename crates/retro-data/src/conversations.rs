@@ -3,9 +3,10 @@
 //! (`{"messages": [...]}` with the system prompt as a first `{"role": "system"}` message).
 
 use crate::chat::{Message, Role};
+use crate::jsonl::open_text;
 use anyhow::{anyhow, bail, Context, Result};
 use serde::Deserialize;
-use std::io::{BufRead, BufReader, Read};
+use std::io::BufRead;
 use std::path::Path;
 
 #[derive(Debug, Clone, PartialEq)]
@@ -29,15 +30,8 @@ struct Row {
 /// Every conversation of `path`, less those whose `task` is excluded ([`is_excluded_task`]). A malformed row is an
 /// error naming the file and line.
 pub fn read_conversations(path: &Path, exclude_tasks: &[String]) -> Result<Vec<Conversation>> {
-    let file =
-        std::fs::File::open(path).with_context(|| format!("{}: cannot open", path.display()))?;
-    let reader: Box<dyn Read> = if path.extension().is_some_and(|e| e == "gz") {
-        Box::new(flate2::read::MultiGzDecoder::new(file))
-    } else {
-        Box::new(file)
-    };
     let mut out = Vec::new();
-    for (i, line) in BufReader::new(reader).lines().enumerate() {
+    for (i, line) in open_text(path)?.lines().enumerate() {
         let line_no = i + 1;
         let line = line.with_context(|| format!("{}:{line_no}: cannot read", path.display()))?;
         if line.trim().is_empty() {

@@ -5,6 +5,18 @@ use anyhow::{anyhow, Context, Result};
 use std::io::{BufRead, BufReader, Read};
 use std::path::{Path, PathBuf};
 
+/// A buffered reader of `path`, gunzipped when its name ends in `.gz`.
+pub fn open_text(path: &Path) -> Result<BufReader<Box<dyn Read + Send>>> {
+    let file =
+        std::fs::File::open(path).with_context(|| format!("{}: cannot open", path.display()))?;
+    let reader: Box<dyn Read + Send> = if path.extension().is_some_and(|e| e == "gz") {
+        Box::new(flate2::read::MultiGzDecoder::new(file))
+    } else {
+        Box::new(file)
+    };
+    Ok(BufReader::with_capacity(1 << 20, reader))
+}
+
 pub struct JsonlReader {
     path: PathBuf,
     lines: std::io::Lines<BufReader<Box<dyn Read + Send>>>,
@@ -16,17 +28,9 @@ pub struct JsonlReader {
 
 impl JsonlReader {
     pub fn open(path: &Path, options: ReadOptions) -> Result<Self> {
-        let file = std::fs::File::open(path)
-            .with_context(|| format!("{}: cannot open", path.display()))?;
-        let is_gz = path.extension().is_some_and(|e| e == "gz");
-        let reader: Box<dyn Read + Send> = if is_gz {
-            Box::new(flate2::read::MultiGzDecoder::new(file))
-        } else {
-            Box::new(file)
-        };
         Ok(Self {
             path: path.to_path_buf(),
-            lines: BufReader::with_capacity(1 << 20, reader).lines(),
+            lines: open_text(path)?.lines(),
             line_no: 0,
             options,
             skipped: Default::default(),

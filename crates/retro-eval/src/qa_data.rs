@@ -3,8 +3,9 @@
 //! the gold `context` (with its `title` when known).
 
 use anyhow::{anyhow, bail, Context, Result};
+use retro_data::jsonl::open_text;
 use serde::Deserialize;
-use std::io::{BufRead, BufReader, Read};
+use std::io::BufRead;
 use std::path::Path;
 
 #[derive(Debug, Clone, PartialEq, Deserialize)]
@@ -21,15 +22,8 @@ pub struct QaExample {
 
 /// The first `limit` examples of `path` (all when `None`). A malformed line is an error naming the file and line.
 pub fn read_qa(path: &Path, limit: Option<usize>) -> Result<Vec<QaExample>> {
-    let file =
-        std::fs::File::open(path).with_context(|| format!("{}: cannot open", path.display()))?;
-    let reader: Box<dyn Read> = if path.extension().is_some_and(|e| e == "gz") {
-        Box::new(flate2::read::MultiGzDecoder::new(file))
-    } else {
-        Box::new(file)
-    };
     let mut out = Vec::new();
-    for (i, line) in BufReader::new(reader).lines().enumerate() {
+    for (i, line) in open_text(path)?.lines().enumerate() {
         if limit.is_some_and(|n| out.len() >= n) {
             break;
         }

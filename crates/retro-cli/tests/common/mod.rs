@@ -101,3 +101,14 @@ pub fn small_db(dir: &Path) -> PathBuf {
     ]);
     db
 }
+
+/// A tiny Llama config.json (hidden 64, 6 layers, SmolLM2's vocabulary so that the DB's tokens fit) in `dir`.
+pub fn tiny_llama_config(dir: &Path, max_positions: usize) -> PathBuf {
+    let config = dir.join("tiny.json");
+    let json = r#"{"architectures":["LlamaForCausalLM"],"model_type":"llama","hidden_size":64,
+        "intermediate_size":128,"num_hidden_layers":6,"num_attention_heads":4,
+        "num_key_value_heads":2,"rms_norm_eps":1e-5,"rope_theta":10000.0,
+        "vocab_size":49152,"tie_word_embeddings":true,"max_position_embeddings":MAX}"#;
+    std::fs::write(&config, json.replace("MAX", &max_positions.to_string())).unwrap();
+    config
+}

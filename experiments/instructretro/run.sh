@@ -1,0 +1,48 @@
+#!/usr/bin/env bash
+# The InstructRetro pipeline at this machine's scale (issue 5's experiment). SmolLM2-135M-Instruct is the only
+# pretrained GPT in ../shared/data (no base model was found, see its MANIFEST), so it is the starting point:
+#   1. retro-fit it on the Wikipedia DB (encoder and CCA new, decoder unfrozen) and GPT-fit it on the same samples in
+#      the same order for the same steps;
+#   2. instruction-tune both on the same blend (self-instruct + P3 without its restrictively licensed tasks), same steps;
+#   3. run experiments/qa/run.sh with both (GPT-fit-Instruct with RAG; InstructRetro with the encoder off and on,
+#      beside the untouched SmolLM2-Instruct), which writes docs/results-qa.md.
+# Every step resumes where a killed run stopped. Sizes from the environment:
+#   FIT_STEPS (default 300), SEQ (256), BATCH (4), LR (1e-4)          the two fitting runs
+#   SFT_STEPS (default 300), SFT_SEQ (512), SFT_BATCH (2), SFT_LR (5e-6, the reference's)
+#   LIMIT (1000), CONTEXTS (5), THREADS; OUT (default experiments/instructretro/out), QA_OUT, REPORT (see qa/run.sh)
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+DATA=${DATA:-../shared/data}
+OUT=${OUT:-experiments/instructretro/out}
+FIT_STEPS=${FIT_STEPS:-300}; SEQ=${SEQ:-256}; BATCH=${BATCH:-4}; LR=${LR:-1e-4}
+SFT_STEPS=${SFT_STEPS:-300}; SFT_SEQ=${SFT_SEQ:-512}; SFT_BATCH=${SFT_BATCH:-2}; SFT_LR=${SFT_LR:-5e-6}
+DB=${DB:-demo-out/wiki-db}
+THREADS_FLAG=()
+[ -n "${THREADS:-}" ] && THREADS_FLAG=(--threads "$THREADS")
+RETRO=target/release/retro
+SMOL=$DATA/models/smollm2-135m-instruct
+
+bash scripts/ensure-system-packages.sh
+cargo build --release -q -p retro-cli
+mkdir -p "$OUT"
+$RETRO "${THREADS_FLAG[@]}" db build --corpus "$DATA/corpus/wiki-vital-en.jsonl.gz" \
+  --tokenizer "$SMOL/tokenizer.json" --embedder "$DATA/models/minilm-l6-v2" --out "$DB" > /dev/null
+
+train() { # RUN_DIR ARGS...: start the run, or resume it when it exists
+  local dir=$1; shift
+  if [ -f "$dir/run.json" ]; then
+    $RETRO "${THREADS_FLAG[@]}" train --resume "$dir"
+  else
+    $RETRO "${THREADS_FLAG[@]}" train --out "$dir" "$@"
+  fi
+}
+FIT=(--db "$DB" --steps "$FIT_STEPS" --seq-len "$SEQ" --batch "$BATCH" --lr "$LR" --eval-every 0 --save-every 25)
+train "$OUT/retrofit" --mode retrofit --model "$SMOL" "${FIT[@]}"
+train "$OUT/gptfit" --mode gptfit --model "$SMOL" "${FIT[@]}"
+SFT=(--mode sft --steps "$SFT_STEPS" --seq-len "$SFT_SEQ" --batch "$SFT_BATCH" --lr "$SFT_LR" --min-lr "$SFT_LR"
+     --weight-decay 0.01 --eval-every 0 --save-every 25
+     --data "$DATA/sft/self-instruct-human.jsonl.gz:1" --data "$DATA/sft/p3-t0-sample.jsonl.gz:1"
+     --exclude-task yelp_review_full --exclude-task amazon_polarity --exclude-task imdb)
+train "$OUT/retrofit-sft" --model "$OUT/retrofit" "${SFT[@]}"
+train "$OUT/gptfit-sft" --model "$OUT/gptfit" "${SFT[@]}"
+GPTFIT_SFT="$OUT/gptfit-sft" RETRO_SFT="$OUT/retrofit-sft" bash experiments/qa/run.sh
