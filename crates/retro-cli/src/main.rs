@@ -46,9 +46,10 @@ enum Command {
     Model(model::ModelCommand),
     /// Generate text with a GPT or a Retro model, retrieving from a DB each time the sequence completes a chunk.
     Generate(generate::GenerateArgs),
-    /// Train a model on a retrieval DB: pretrain, retro-fit a GPT, or GPT-fit the baseline; resumable.
+    /// Train a model: pretrain, retro-fit a GPT or GPT-fit the baseline on a retrieval DB, or instruction-tune
+    /// (sft) on conversations; resumable.
     Train(train::TrainArgs),
-    /// Evaluate a model: validation perplexity.
+    /// Evaluate a model: validation perplexity, zero-shot QA (EM / F1) with retrieved contexts.
     #[command(subcommand)]
     Eval(eval::EvalCommand),
     /// Draw the loss curves of training runs on one PNG.
