@@ -23,7 +23,11 @@ def summary(name, s):
         return None
     results = [json.loads(l) for l in open(path) if l.endswith("\n")]
     n = len(results)
-    return n, 100 * sum(r["em"] for r in results) / n, 100 * sum(r["f1"] for r in results) / n
+    # Retrieval recall: a gold answer occurs (case-insensitively) in the prompt's contexts.
+    found = sum(any(g.lower() in " ".join(r["contexts"]).lower() for g in r["answers"]) for r in results)
+    with_contexts = any(r["contexts"] for r in results)
+    return (n, 100 * sum(r["em"] for r in results) / n, 100 * sum(r["f1"] for r in results) / n,
+            100 * found / n if with_contexts else None)
 
 cpu = "unknown CPU"
 try:
@@ -38,11 +42,17 @@ print(f"- Contexts: the top {a.contexts} chunks (+ continuation, 128 tokens) of 
       + ", ".join(os.path.basename(c['path']) for c in db['corpora'])
       + ", searched with MiniLM; prompt: the reference's short-span template (the model's own chat template around it).")
 print("- Greedy answers of at most 64 tokens cut at EOS or newline; SQuAD EM and F1 (max over gold answers), in %.\n")
-head = "| model | " + " | ".join(f"{s} EM | {s} F1 | n" for s in a.sets) + " |"
+head = "| model | " + " | ".join(f"{s} EM | {s} F1 | answer in contexts | n" for s in a.sets) + " |"
 print(head)
-print("|---|" + "---|---|---|" * len(a.sets))
+print("|---|" + "---|---|---|---|" * len(a.sets))
 for name, label in rows:
     cells = [summary(name, s) for s in a.sets]
     if all(c is None for c in cells):
         continue
-    print(f"| {label} | " + " | ".join("- | - | 0" if c is None else f"{c[1]:.1f} | {c[2]:.1f} | {c[0]}" for c in cells) + " |")
+    def cell(c):
+        if c is None:
+            return "- | - | - | 0"
+        recall = "-" if c[3] is None else f"{c[3]:.0f}%"
+        return f"{c[1]:.1f} | {c[2]:.1f} | {recall} | {c[0]}"
+    print(f"| {label} | " + " | ".join(cell(c) for c in cells) + " |")
+print("\n*answer in contexts*: questions whose retrieved contexts contain a gold answer string (retrieval recall).")
