@@ -6,7 +6,9 @@ use crate::output::write_stdout;
 use anyhow::{Context, Result};
 use clap::Args;
 use retro_data::chat::{ChatTemplate, Message, Role, MEGATRON_SFT_SYSTEM};
-use retro_model::{Retrieval, SamplingOptions};
+use retro_model::Retrieval;
+
+use crate::sampling_args::SamplingArgs;
 use retro_serve::{Engine, GenerateRequest, Prompt, RetrievalRequest};
 use std::io::{BufRead, IsTerminal, Write};
 use std::path::PathBuf;
@@ -28,28 +30,15 @@ pub struct ChatArgs {
     /// Tokens per answer at most.
     #[arg(long, default_value_t = 256)]
     max_new: usize,
-    /// Sampling temperature; 0 is greedy.
-    #[arg(long, default_value_t = 0.0)]
-    temperature: f64,
-    #[arg(long)]
-    top_p: Option<f64>,
-    #[arg(long)]
-    top_k: Option<usize>,
-    #[arg(long, default_value_t = 0)]
-    seed: u64,
+    #[command(flatten)]
+    sampling: SamplingArgs,
     /// Neighbours per chunk (default: the model's k).
     #[arg(long)]
     k: Option<usize>,
 }
 
 pub fn run(a: ChatArgs) -> Result<()> {
-    let sampling = SamplingOptions {
-        temperature: a.temperature,
-        top_k: a.top_k,
-        top_p: a.top_p,
-        seed: a.seed,
-    };
-    sampling.validate()?;
+    let sampling = a.sampling.options()?;
     if a.max_new == 0 {
         anyhow::bail!("--max-new must be at least 1");
     }

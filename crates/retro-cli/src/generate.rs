@@ -3,10 +3,10 @@
 //! DB-backed retriever and streaming decode live there; the generation loop in `retro_model::retro_generate`).
 
 use crate::output::write_stdout;
+use crate::sampling_args::SamplingArgs;
 use anyhow::{bail, Result};
 use clap::{Args, ValueEnum};
 use retro_data::chat::{ChatTemplate, Message, Role, MEGATRON_SFT_SYSTEM};
-use retro_model::SamplingOptions;
 use retro_serve::{Engine, GenerateRequest, Prompt, RetrievalRequest};
 use std::path::PathBuf;
 
@@ -36,18 +36,8 @@ pub struct GenerateArgs {
     /// Tokens to generate at most (generation also ends at an end-of-text token or at the model's context).
     #[arg(long, default_value_t = 128)]
     max_new: usize,
-    /// Sampling temperature; 0 is greedy.
-    #[arg(long, default_value_t = 0.0)]
-    temperature: f64,
-    /// Nucleus sampling: keep the most likely tokens up to this total probability.
-    #[arg(long)]
-    top_p: Option<f64>,
-    /// Keep only the K most likely tokens.
-    #[arg(long)]
-    top_k: Option<usize>,
-    /// Seed of the sampler.
-    #[arg(long, default_value_t = 0)]
-    seed: u64,
+    #[command(flatten)]
+    sampling: SamplingArgs,
     /// Prompt template.
     #[arg(long, value_enum, default_value = "none")]
     template: Template,
@@ -60,13 +50,7 @@ pub struct GenerateArgs {
 }
 
 pub fn run(a: GenerateArgs) -> Result<()> {
-    let sampling = SamplingOptions {
-        temperature: a.temperature,
-        top_k: a.top_k,
-        top_p: a.top_p,
-        seed: a.seed,
-    };
-    sampling.validate()?;
+    let sampling = a.sampling.options()?;
     let db = if a.no_retrieval {
         None
     } else {

@@ -12,6 +12,7 @@ mod model;
 mod output;
 mod plot;
 mod progress;
+mod sampling_args;
 mod serve;
 mod train;
 

@@ -4,8 +4,7 @@
 
 #![allow(dead_code)]
 
-use crate::common::{ok, p, shared_data};
-use std::io::{BufRead, Write};
+use crate::common::{shared_data, small_db};
 use std::path::PathBuf;
 use std::sync::OnceLock;
 
@@ -24,39 +23,7 @@ pub fn fixture() -> &'static Fixture {
         let smollm2 = shared_data().join("models/smollm2-135m-instruct");
         let model = tmp.path().join("tiny-retro");
         write_tiny_retro(&model, &smollm2);
-        let corpus = tmp.path().join("wiki.jsonl");
-        let file =
-            std::fs::File::open(shared_data().join("corpus/wiki-vital-en.jsonl.gz")).unwrap();
-        let mut out = std::fs::File::create(&corpus).unwrap();
-        for line in std::io::BufReader::new(flate2::read::GzDecoder::new(file))
-            .lines()
-            .take(150)
-        {
-            writeln!(out, "{}", line.unwrap()).unwrap();
-        }
-        let db = tmp.path().join("db");
-        ok(&[
-            "db",
-            "build",
-            "--corpus",
-            p(&corpus),
-            "--tokenizer",
-            p(&smollm2.join("tokenizer.json")),
-            "--embedder",
-            p(&shared_data().join("models/minilm-l6-v2")),
-            "--out",
-            p(&db),
-            "--chunk-len",
-            "16",
-            "--valid-fraction",
-            "0.1",
-            "--index",
-            "Flat",
-            "--query-k",
-            "20",
-            "--save-k",
-            "4",
-        ]);
+        let db = small_db(tmp.path());
         Fixture {
             _tmp: tmp,
             model,
