@@ -56,3 +56,12 @@ for name, label in rows:
         return f"{c[1]:.1f} | {c[2]:.1f} | {recall} | {c[0]}"
     print(f"| {label} | " + " | ".join(cell(c) for c in cells) + " |")
 print("\n*answer in contexts*: questions whose retrieved contexts contain a gold answer string (retrieval recall).")
+
+gold = [(m, summary(f"smollm2-instruct-{m}", "nq-openbook-short")) for m in ("gold", "closed")]
+if all(c is not None for _, c in gold):
+    print("\nThe reader alone: NQ questions of nq-openbook-short with their gold Wikipedia paragraph as the only context,")
+    print("against no context (SmolLM2-135M-Instruct):\n")
+    print("| prompt | EM | F1 | n |")
+    print("|---|---|---|---|")
+    for m, c in gold:
+        print(f"| {'gold paragraph' if m == 'gold' else 'no context'} | {c[1]:.1f} | {c[2]:.1f} | {c[0]} |")

@@ -42,6 +42,13 @@ run() { # NAME MODEL ENCODER CONTEXTS
 SMOL=$DATA/models/smollm2-135m-instruct
 run smollm2-instruct-rag "$SMOL" off "$CONTEXTS"
 run smollm2-instruct-closed-book "$SMOL" off 0
+# The reader alone: NQ questions with their gold paragraph in the prompt, against none.
+for mode in gold closed; do
+  flags=(--contexts 0); [ "$mode" = gold ] && flags+=(--gold-context)
+  echo "== smollm2-instruct-$mode on nq-openbook-short"
+  $RETRO "${THREADS_FLAG[@]}" eval qa --model "$SMOL" --data "$DATA/qa/nq-openbook-short.jsonl.gz" "${flags[@]}" \
+    --limit "$LIMIT" --out "$OUT/smollm2-instruct-$mode-nq-openbook-short.jsonl" --json
+done
 if [ -n "${GPTFIT_SFT:-}" ]; then run gptfit-instruct-rag "$GPTFIT_SFT" off "$CONTEXTS"; fi
 if [ -n "${RETRO_SFT:-}" ]; then
   run instructretro-encoder-off "$RETRO_SFT" off "$CONTEXTS"
