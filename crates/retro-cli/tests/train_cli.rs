@@ -20,7 +20,8 @@ struct Fixture {
 fn fixture() -> &'static Fixture {
     static F: OnceLock<Fixture> = OnceLock::new();
     F.get_or_init(|| {
-        let tmp = tempfile::tempdir().unwrap();
+        // A static is never dropped: keep its directory under target/, not in /tmp.
+        let tmp = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
         let db = small_db(tmp.path());
         let config = tiny_llama_config(tmp.path(), 256);
         Fixture {

@@ -19,7 +19,8 @@ pub struct Fixture {
 pub fn fixture() -> &'static Fixture {
     static F: OnceLock<Fixture> = OnceLock::new();
     F.get_or_init(|| {
-        let tmp = tempfile::tempdir().unwrap();
+        // A static is never dropped: keep its directory under target/, not in /tmp.
+        let tmp = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
         let smollm2 = shared_data().join("models/smollm2-135m-instruct");
         let model = tmp.path().join("tiny-retro");
         write_tiny_retro(&model, &smollm2);

@@ -51,7 +51,8 @@ fn write_corpus(path: &Path, n_docs: usize) {
 fn fixture() -> &'static Fixture {
     static FIXTURE: OnceLock<Fixture> = OnceLock::new();
     FIXTURE.get_or_init(|| {
-        let tmp = tempfile::tempdir().unwrap();
+        // A static is never dropped: keep its directory under target/, not in /tmp.
+        let tmp = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
         let corpus = tmp.path().join("wiki.jsonl");
         write_corpus(&corpus, 150);
         let tokenizer = GptTokenizer::load(
