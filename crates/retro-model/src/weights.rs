@@ -54,6 +54,19 @@ pub(crate) fn varmap_of(tensors: &HashMap<String, Tensor>) -> Result<VarMap> {
     Ok(varmap)
 }
 
+/// The `Var`s of a `VarMap` (from `build_trainable`) with their names, sorted by name.
+pub fn named_vars(varmap: &VarMap) -> Vec<(String, candle_core::Var)> {
+    let mut vars: Vec<(String, candle_core::Var)> = varmap
+        .data()
+        .lock()
+        .expect("VarMap lock")
+        .iter()
+        .map(|(n, v)| (n.clone(), v.clone()))
+        .collect();
+    vars.sort_by(|a, b| a.0.cmp(&b.0));
+    vars
+}
+
 /// Every tensor a decoder with this config reads, with its shape (PyTorch order: `(out, in)`).
 pub fn expected_tensors(cfg: &LlamaConfig) -> Vec<(String, Vec<usize>)> {
     let (h, i, v) = (cfg.hidden_size, cfg.intermediate_size, cfg.vocab_size);

@@ -12,6 +12,7 @@ use candle_core::{Device, Tensor, Var};
 use retro_data::{ChatTemplate, ChunkDb, GptTokenizer};
 use retro_db::neighbors::Neighbors;
 use retro_model::retro_weights::{tensor_part, Part};
+use retro_model::weights::named_vars;
 use retro_model::RetroWeights;
 
 use crate::adamw::{AdamW, AdamWConfig};
@@ -198,13 +199,7 @@ fn run(
     }
 
     let (model, varmap) = weights.build_trainable()?;
-    let vars: HashMap<String, Var> = varmap
-        .data()
-        .lock()
-        .expect("VarMap lock")
-        .iter()
-        .map(|(n, v)| (n.clone(), v.clone()))
-        .collect();
+    let vars: HashMap<String, Var> = named_vars(&varmap).into_iter().collect();
     let trainable = trainable_names(&weights, &options);
     let trainable_params: usize = trainable
         .iter()

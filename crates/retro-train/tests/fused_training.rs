@@ -7,6 +7,7 @@ use std::collections::HashMap;
 use anyhow::Result;
 use candle_core::{Device, Tensor};
 use retro_model::tiny::{random_ids, random_retro_weights, tiny_retro_config};
+use retro_model::weights::named_vars;
 use retro_train::adamw::{AdamW, AdamWConfig};
 use retro_train::loss::masked_nll_sum;
 
@@ -17,14 +18,7 @@ fn run(steps: usize) -> Result<(Vec<f32>, HashMap<String, Tensor>)> {
     let dev = Device::Cpu;
     let cfg = tiny_retro_config();
     let (model, varmap) = random_retro_weights(&cfg, 5, &dev)?.build_trainable()?;
-    let mut params: Vec<(String, candle_core::Var)> = varmap
-        .data()
-        .lock()
-        .unwrap()
-        .iter()
-        .map(|(k, v)| (k.clone(), v.clone()))
-        .collect();
-    params.sort_by(|a, b| a.0.cmp(&b.0));
+    let params = named_vars(&varmap);
     let mut opt = AdamW::new(params.clone(), AdamWConfig::default())?;
     // Batch 2, 17 tokens (16 inputs = 4 chunks of 4), 2 neighbours of 8 tokens per chunk.
     let (b, n) = (2usize, 16usize);

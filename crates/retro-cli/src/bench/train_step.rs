@@ -6,7 +6,8 @@ use std::collections::HashMap;
 use std::time::Instant;
 
 use anyhow::{bail, Result};
-use retro_model::candle_core::{Device, Tensor, Var};
+use retro_model::candle_core::{Device, Tensor};
+use retro_model::weights::named_vars;
 use retro_model::RetroWeights;
 use retro_train::adamw::{AdamW, AdamWConfig};
 use retro_train::loss::masked_nll_sum;
@@ -23,14 +24,7 @@ pub fn run(args: TrainStepBench) -> Result<()> {
     let cfg = weights.config.clone();
     let (model, varmap) = weights.build_trainable()?;
     drop(weights);
-    let mut params: Vec<(String, Var)> = varmap
-        .data()
-        .lock()
-        .unwrap()
-        .iter()
-        .map(|(k, v)| (k.clone(), v.clone()))
-        .collect();
-    params.sort_by(|a, b| a.0.cmp(&b.0));
+    let params = named_vars(&varmap);
     let n_params: usize = params.iter().map(|(_, v)| v.as_tensor().elem_count()).sum();
     let mut opt = AdamW::new(params.clone(), AdamWConfig::default())?;
     let load_s = start.elapsed().as_secs_f64();
