@@ -10,6 +10,7 @@
 mod adamw;
 mod cross_entropy;
 mod fast_exp;
+mod linear;
 mod rms_norm;
 mod rope;
 mod rows;
@@ -20,6 +21,7 @@ mod switch;
 pub use adamw::{adamw_update, AdamWHyper};
 pub use cross_entropy::masked_nll_sum;
 pub use fast_exp::exp;
+pub use linear::linear;
 pub use rms_norm::rms_norm;
 pub use rope::rope;
 pub use softmax::{masked_softmax_last_dim, softmax_last_dim};

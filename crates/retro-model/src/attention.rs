@@ -1,11 +1,11 @@
 //! Causal grouped-query self-attention with RoPE, as in HF `LlamaAttention`.
 
 use candle_core::{Module, Result, Tensor};
-use candle_nn::{Linear, VarBuilder};
+use candle_nn::VarBuilder;
 
 use crate::config::LlamaConfig;
 use crate::kv_cache::KvCache;
-use crate::mlp::linear;
+use crate::linear::Linear;
 use crate::ops;
 use crate::rope::RotaryEmbedding;
 
@@ -29,10 +29,10 @@ impl Projections {
         let (h, hd) = (cfg.hidden_size, cfg.head_dim());
         let (nh, nkv) = (cfg.num_attention_heads, cfg.num_kv_heads());
         Ok(Self {
-            q_proj: linear(vb, h, nh * hd, "q_proj")?,
-            k_proj: linear(vb, h, nkv * hd, "k_proj")?,
-            v_proj: linear(vb, h, nkv * hd, "v_proj")?,
-            o_proj: linear(vb, nh * hd, h, "o_proj")?,
+            q_proj: Linear::load(vb, h, nh * hd, "q_proj")?,
+            k_proj: Linear::load(vb, h, nkv * hd, "k_proj")?,
+            v_proj: Linear::load(vb, h, nkv * hd, "v_proj")?,
+            o_proj: Linear::load(vb, nh * hd, h, "o_proj")?,
             num_heads: nh,
             num_kv_heads: nkv,
             head_dim: hd,

@@ -8,11 +8,12 @@
 
 use anyhow::{bail, Context};
 use candle_core::{DType, Device, Module, Tensor};
-use candle_nn::{Embedding, Linear, VarBuilder};
+use candle_nn::{Embedding, VarBuilder};
 
 use crate::attention::Attention;
 use crate::config::LlamaConfig;
 use crate::kv_cache::KvCache;
+use crate::linear::Linear;
 use crate::mlp::Mlp;
 use crate::norm::RmsNorm;
 use crate::rope::RotaryEmbedding;
@@ -107,7 +108,7 @@ impl Llama {
             embed_tokens: Embedding::new(embed, cfg.hidden_size),
             layers,
             norm,
-            lm_head: Linear::new(head, None),
+            lm_head: Linear::new(head),
             rope: RotaryEmbedding::new(cfg, vb.device())?,
             cfg: cfg.clone(),
         })

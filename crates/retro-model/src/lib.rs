@@ -24,6 +24,7 @@ pub mod generate;
 pub mod gguf;
 pub mod hf;
 pub mod kv_cache;
+pub mod linear;
 pub mod mlp;
 pub mod norm;
 pub mod ops;

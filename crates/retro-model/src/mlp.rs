@@ -1,9 +1,10 @@
 //! The SwiGLU feed-forward block of a Llama layer: `down(silu(gate(x)) * up(x))`.
 
 use candle_core::{Module, Result, Tensor};
-use candle_nn::{Linear, VarBuilder};
+use candle_nn::VarBuilder;
 
 use crate::config::LlamaConfig;
+use crate::linear::Linear;
 use crate::ops;
 
 #[derive(Debug, Clone)]
@@ -13,23 +14,15 @@ pub struct Mlp {
     down_proj: Linear,
 }
 
-/// A bias-free linear layer whose weight `{prefix}.weight` is `(out, in)`, as in PyTorch/HF.
-pub(crate) fn linear(vb: &VarBuilder, in_dim: usize, out_dim: usize, name: &str) -> Result<Linear> {
-    Ok(Linear::new(
-        vb.pp(name).get((out_dim, in_dim), "weight")?,
-        None,
-    ))
-}
-
 impl Mlp {
     /// Loads `gate_proj`, `up_proj` (`(intermediate, hidden)`) and `down_proj`
     /// (`(hidden, intermediate)`) under `vb`.
     pub fn load(vb: VarBuilder, cfg: &LlamaConfig) -> Result<Self> {
         let (h, i) = (cfg.hidden_size, cfg.intermediate_size);
         Ok(Self {
-            gate_proj: linear(&vb, h, i, "gate_proj")?,
-            up_proj: linear(&vb, h, i, "up_proj")?,
-            down_proj: linear(&vb, i, h, "down_proj")?,
+            gate_proj: Linear::load(&vb, h, i, "gate_proj")?,
+            up_proj: Linear::load(&vb, h, i, "up_proj")?,
+            down_proj: Linear::load(&vb, i, h, "down_proj")?,
         })
     }
 
