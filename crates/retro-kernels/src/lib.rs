@@ -8,9 +8,11 @@
 //! `*` wrappers make inputs contiguous, and callers use [`enabled`] to pick these ops or candle's.
 
 mod adamw;
+mod attention;
 mod cross_entropy;
 mod fast_exp;
 mod linear;
+mod matmul;
 mod rms_norm;
 mod rope;
 mod rows;
@@ -19,6 +21,7 @@ mod swiglu;
 mod switch;
 
 pub use adamw::{adamw_update, AdamWHyper};
+pub use attention::attention;
 pub use cross_entropy::masked_nll_sum;
 pub use fast_exp::exp;
 pub use linear::linear;

@@ -11,55 +11,8 @@
 
 use candle_core::{bail, CpuStorage, CustomOp2, Layout, Result, Shape, Tensor};
 
+use crate::matmul::{gemm_new, Operand};
 use crate::rows::f32_slice;
-
-/// A row-major matrix operand for [`gemm`]: its data and its row and column strides.
-struct Operand<'a> {
-    data: &'a [f32],
-    row_stride: usize,
-    col_stride: usize,
-}
-
-/// `(m, n)` row-major `lhs·rhs`, `lhs` `(m, k)` and `rhs` `(k, n)` given by strides.
-fn gemm(m: usize, n: usize, k: usize, lhs: Operand, rhs: Operand) -> Vec<f32> {
-    if k == 0 {
-        return vec![0.0; m * n];
-    }
-    let threads = candle_core::utils::get_num_threads();
-    let parallelism = if threads > 1 {
-        gemm::Parallelism::Rayon(threads)
-    } else {
-        gemm::Parallelism::None
-    };
-    let mut dst = Vec::<f32>::with_capacity(m * n);
-    // SAFETY: the operands' extents were checked by the callers (`(m-1)·rs + (k-1)·cs` is inside
-    // each slice); gemm writes all `m·n` elements of `dst` (`read_dst = false`) before `set_len`.
-    unsafe {
-        gemm::gemm(
-            m,
-            n,
-            k,
-            dst.as_mut_ptr(),
-            1,
-            n as isize,
-            false,
-            lhs.data.as_ptr(),
-            lhs.col_stride as isize,
-            lhs.row_stride as isize,
-            rhs.data.as_ptr(),
-            rhs.col_stride as isize,
-            rhs.row_stride as isize,
-            0.0,
-            1.0,
-            false,
-            false,
-            false,
-            parallelism,
-        );
-        dst.set_len(m * n);
-    }
-    dst
-}
 
 /// `x` `(rows, in)` and `w` `(out, in)` from a custom op's inputs, checked.
 fn operands<'a>(
@@ -104,18 +57,10 @@ impl CustomOp2 for Linear {
         if inp != w_in {
             bail!("linear: input has {inp} features, weight {out}x{w_in} expects {w_in}");
         }
-        let x = Operand {
-            data: x,
-            row_stride: inp,
-            col_stride: 1,
-        };
-        let wt = Operand {
-            data: w,
-            row_stride: 1,
-            col_stride: inp,
-        };
+        let x = Operand::rows(x, inp);
+        let wt = Operand::transposed(w, inp);
         Ok((
-            CpuStorage::F32(gemm(rows, out, inp, x, wt)),
+            CpuStorage::F32(gemm_new(rows, out, inp, x, wt)),
             Shape::from((rows, out)),
         ))
     }
@@ -158,18 +103,10 @@ impl CustomOp2 for LinearGradInput {
         if out != w_out {
             bail!("linear backward: gradient has {out} columns, weight {w_out} rows");
         }
-        let g = Operand {
-            data: g,
-            row_stride: out,
-            col_stride: 1,
-        };
-        let w = Operand {
-            data: w,
-            row_stride: inp,
-            col_stride: 1,
-        };
+        let g = Operand::rows(g, out);
+        let w = Operand::rows(w, inp);
         Ok((
-            CpuStorage::F32(gemm(rows, inp, out, g, w)),
+            CpuStorage::F32(gemm_new(rows, inp, out, g, w)),
             Shape::from((rows, inp)),
         ))
     }
@@ -193,18 +130,10 @@ impl CustomOp2 for LinearGradWeight {
         if rows != x_rows {
             bail!("linear backward: gradient has {rows} rows, input {x_rows}");
         }
-        let gt = Operand {
-            data: g,
-            row_stride: 1,
-            col_stride: out,
-        };
-        let x = Operand {
-            data: x,
-            row_stride: inp,
-            col_stride: 1,
-        };
+        let gt = Operand::transposed(g, out);
+        let x = Operand::rows(x, inp);
         Ok((
-            CpuStorage::F32(gemm(out, inp, rows, gt, x)),
+            CpuStorage::F32(gemm_new(out, inp, rows, gt, x)),
             Shape::from((out, inp)),
         ))
     }

@@ -40,12 +40,15 @@ impl Projections {
     }
 
     /// Attention of queries `q` `(b, heads, t, head_dim)` (RoPE applied if any) over keys and
-    /// values `(b, kv_heads, s, head_dim)`, with an optional additive `mask` `(t, s)`, through
-    /// `o_proj`: `(b, t, hidden)`.
+    /// values `(b, kv_heads, s, head_dim)`, through `o_proj`: `(b, t, hidden)`. `mask`, when given,
+    /// is the additive causal mask `decoder::causal_mask(t, s - t)` `(t, s)`, the only mask any
+    /// caller builds; `None` means unmasked.
     ///
-    /// Grouped-query attention without copying k/v `rep` times: query head `g*rep + r` uses kv head
-    /// `g` (HF `repeat_kv` order), so the `rep` query heads of group `g` are stacked along the
-    /// sequence axis and multiplied against that group's keys in one matmul.
+    /// On the CPU in f32 this is `retro_kernels::attention` (block-causal, with its own backward;
+    /// issue 6, docs/kernels.md). Otherwise, grouped-query attention without copying k/v `rep`
+    /// times: query head `g*rep + r` uses kv head `g` (HF `repeat_kv` order), so the `rep` query
+    /// heads of group `g` are stacked along the sequence axis and multiplied against that group's
+    /// keys in one matmul.
     pub(crate) fn attend(
         &self,
         q: &Tensor,
@@ -56,19 +59,21 @@ impl Projections {
         let (b, _, t, _) = q.dims4()?;
         let s = k.dim(2)?;
         let (nh, nkv, hd) = (self.num_heads, self.num_kv_heads, self.head_dim);
-        let rep = nh / nkv;
-        let q = (q * (1.0 / (hd as f64).sqrt()))?.reshape((b, nkv, rep * t, hd))?;
-        let scores = q.matmul(&k.t()?)?; // (b, nkv, rep*t, s)
-        let probs = match mask {
-            Some(m) => ops::masked_softmax_last_dim(&scores.reshape((b, nkv, rep, t, s))?, m)?,
-            None => ops::softmax_last_dim(&scores)?,
-        }
-        .reshape((b, nkv, rep * t, s))?;
-        let out = probs.matmul(&v.contiguous()?)?; // (b, nkv, rep*t, hd)
-        let out = out
-            .reshape((b, nh, t, hd))?
-            .transpose(1, 2)?
-            .reshape((b, t, nh * hd))?;
+        debug_assert!(mask.map_or(true, |m| m.dims() == [t, s]));
+        let out = if retro_kernels::enabled(&[q, k, v]) {
+            retro_kernels::attention(q, k, v, mask.is_some())?
+        } else {
+            let rep = nh / nkv;
+            let q = (q * (1.0 / (hd as f64).sqrt()))?.reshape((b, nkv, rep * t, hd))?;
+            let scores = q.matmul(&k.t()?)?; // (b, nkv, rep*t, s)
+            let probs = match mask {
+                Some(m) => ops::masked_softmax_last_dim(&scores.reshape((b, nkv, rep, t, s))?, m)?,
+                None => ops::softmax_last_dim(&scores)?,
+            }
+            .reshape((b, nkv, rep * t, s))?;
+            probs.matmul(&v.contiguous()?)?.reshape((b, nh, t, hd))? // (b, nkv, rep*t, hd)
+        };
+        let out = out.transpose(1, 2)?.reshape((b, t, nh * hd))?;
         self.o_proj.forward(&out)
     }
 }

@@ -1,0 +1,154 @@
+//! A thin, checked wrapper around the `gemm` crate (the same gemm candle's CPU matmul calls) for
+//! kernels that multiply strided views of their own buffers: transposed operands are read through
+//! their strides, never copied.
+
+/// A row-major view of a `rows × cols` matrix inside `data`: element `(r, c)` is
+/// `data[r·row_stride + c·col_stride]`.
+#[derive(Clone, Copy)]
+pub(crate) struct Operand<'a> {
+    pub data: &'a [f32],
+    pub row_stride: usize,
+    pub col_stride: usize,
+}
+
+impl<'a> Operand<'a> {
+    pub fn rows(data: &'a [f32], row_stride: usize) -> Self {
+        Self {
+            data,
+            row_stride,
+            col_stride: 1,
+        }
+    }
+
+    /// The transpose of a row-major matrix whose rows are `row_stride` apart.
+    pub fn transposed(data: &'a [f32], row_stride: usize) -> Self {
+        Self {
+            data,
+            row_stride: 1,
+            col_stride: row_stride,
+        }
+    }
+
+    fn fits(&self, rows: usize, cols: usize) -> bool {
+        rows == 0
+            || cols == 0
+            || (rows - 1) * self.row_stride + (cols - 1) * self.col_stride < self.data.len()
+    }
+}
+
+/// How `gemm` writes its `m × n` result.
+#[derive(Clone, Copy, PartialEq)]
+pub(crate) enum Write {
+    /// `dst = scale · lhs·rhs`
+    Overwrite,
+    /// `dst += scale · lhs·rhs`
+    Accumulate,
+}
+
+/// `dst[i·dst_row_stride + j] (=|+=) scale · Σ_p lhs(i, p)·rhs(p, j)` for an `m × k` `lhs` and a
+/// `k × n` `rhs`, on `threads` threads (1: the calling thread only, for use inside a rayon task).
+///
+/// Panics if an operand or `dst` is too short for its shape: every caller derives shapes and
+/// strides from the same dims, so that is a bug here, not bad input.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn gemm(
+    (m, n, k): (usize, usize, usize),
+    dst: &mut [f32],
+    dst_row_stride: usize,
+    write: Write,
+    lhs: Operand,
+    rhs: Operand,
+    scale: f32,
+    threads: usize,
+) {
+    if m == 0 || n == 0 {
+        return;
+    }
+    assert!(
+        m == 0 || (m - 1) * dst_row_stride + n <= dst.len(),
+        "gemm: dst too short"
+    );
+    if k == 0 {
+        if write == Write::Overwrite {
+            for i in 0..m {
+                dst[i * dst_row_stride..i * dst_row_stride + n].fill(0.0);
+            }
+        }
+        return;
+    }
+    assert!(lhs.fits(m, k) && rhs.fits(k, n), "gemm: operand too short");
+    let parallelism = if threads > 1 {
+        gemm::Parallelism::Rayon(threads)
+    } else {
+        gemm::Parallelism::None
+    };
+    // SAFETY: the extents of dst, lhs and rhs were checked above; dst does not alias lhs or rhs
+    // (it is a `&mut` borrow).
+    unsafe {
+        gemm::gemm(
+            m,
+            n,
+            k,
+            dst.as_mut_ptr(),
+            1,
+            dst_row_stride as isize,
+            write == Write::Accumulate,
+            lhs.data.as_ptr(),
+            lhs.col_stride as isize,
+            lhs.row_stride as isize,
+            rhs.data.as_ptr(),
+            rhs.col_stride as isize,
+            rhs.row_stride as isize,
+            1.0,
+            scale,
+            false,
+            false,
+            false,
+            parallelism,
+        );
+    }
+}
+
+/// A fresh `m × n` row-major `lhs·rhs` on all of candle's threads, written by gemm into an
+/// unzeroed buffer (candle zero-fills every matmul output that gemm then overwrites).
+pub(crate) fn gemm_new(m: usize, n: usize, k: usize, lhs: Operand, rhs: Operand) -> Vec<f32> {
+    let len = m * n;
+    if k == 0 || len == 0 {
+        return vec![0.0; len];
+    }
+    assert!(lhs.fits(m, k) && rhs.fits(k, n), "gemm: operand too short");
+    let threads = candle_core::utils::get_num_threads();
+    let parallelism = if threads > 1 {
+        gemm::Parallelism::Rayon(threads)
+    } else {
+        gemm::Parallelism::None
+    };
+    let mut dst = Vec::<f32>::with_capacity(len);
+    // SAFETY: operand extents checked above; gemm writes all `m·n` elements of the spare capacity
+    // (`read_dst = false`) before `set_len` makes them part of the vector.
+    unsafe {
+        gemm::gemm(
+            m,
+            n,
+            k,
+            dst.as_mut_ptr(),
+            1,
+            n as isize,
+            false,
+            lhs.data.as_ptr(),
+            lhs.col_stride as isize,
+            lhs.row_stride as isize,
+            rhs.data.as_ptr(),
+            rhs.col_stride as isize,
+            rhs.row_stride as isize,
+            0.0,
+            1.0,
+            false,
+            false,
+            false,
+            parallelism,
+        );
+        dst.set_len(len);
+    }
+    dst
+}
