@@ -140,6 +140,16 @@ def torch_kernels(a):
     g = (torch.rand(k["tokens"], k["intermediate"]) * 8 - 4).requires_grad_()
     u = (torch.rand(k["tokens"], k["intermediate"]) * 4 - 2).requires_grad_()
     rows.append((f"swiglu_fb_{k['tokens']}x{k['intermediate']}", med(fb([g, u], lambda g, u: F.silu(g) * u))))
+    lx = (torch.rand(k["tokens"], k["hidden"]) * 2 - 1).requires_grad_()
+    lw = (torch.rand(k["intermediate"], k["hidden"]) * 0.2 - 0.1).requires_grad_()
+    rows.append((f"linear_fb_{k['tokens']}x{k['hidden']}x{k['intermediate']}",
+                 med(fb([lx, lw], lambda x, w: F.linear(x, w)))))
+    aq = (torch.rand(1, 9, k["t"], 64) * 2 - 1).requires_grad_()
+    ak = (torch.rand(1, 3, k["t"], 64) * 2 - 1).requires_grad_()
+    av = (torch.rand(1, 3, k["t"], 64) * 2 - 1).requires_grad_()
+    rows.append((f"attention_causal_fb_9x3x{k['t']}x64",
+                 med(fb([aq, ak, av], lambda q, k_, v: F.scaled_dot_product_attention(
+                     q, k_, v, is_causal=True, enable_gqa=True)))))
     t = k["t"]
     mask = torch.triu(torch.full((t, t), float("-inf")), 1)
     s = (torch.rand(k["heads"], t, t) * 8 - 4).requires_grad_()

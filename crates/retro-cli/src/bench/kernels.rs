@@ -70,6 +70,64 @@ pub fn run(a: KernelsBench) -> Result<()> {
         composed,
     ));
 
+    // The MLP's up projection: (tokens, hidden) · (intermediate, hidden)ᵀ.
+    let lx = Var::from_tensor(&rand(&[a.tokens, a.hidden], -1.0, 1.0)?)?;
+    let lw = Var::from_tensor(&rand(&[a.intermediate, a.hidden], -0.1, 0.1)?)?;
+    let fused = median_ms(r, || {
+        fb(&[&lx, &lw], &|t| retro_kernels::linear(t[0], t[1]))
+    })?;
+    let composed = median_ms(r, || {
+        fb(&[&lx, &lw], &|t| {
+            candle_nn::Module::forward(&candle_nn::Linear::new(t[1].clone(), None), t[0])
+        })
+    })?;
+    rows.push((
+        format!("linear_fb_{}x{}x{}", a.tokens, a.hidden, a.intermediate),
+        fused,
+        composed,
+    ));
+
+    // SmolLM2's causal self-attention: 9 query heads over 3 kv heads of 64, `t` tokens.
+    let (heads, kv_heads, hd) = (9, 3, 64);
+    let aq = Var::from_tensor(&rand(&[1, heads, a.t, hd], -1.0, 1.0)?)?;
+    let ak = Var::from_tensor(&rand(&[1, kv_heads, a.t, hd], -1.0, 1.0)?)?;
+    let av = Var::from_tensor(&rand(&[1, kv_heads, a.t, hd], -1.0, 1.0)?)?;
+    let causal: Vec<f32> = (0..a.t * a.t)
+        .map(|i| {
+            if i % a.t > i / a.t {
+                f32::NEG_INFINITY
+            } else {
+                0.0
+            }
+        })
+        .collect();
+    let causal = Tensor::from_vec(causal, (a.t, a.t), &Device::Cpu)?;
+    let fused = median_ms(r, || {
+        fb(&[&aq, &ak, &av], &|x| {
+            retro_kernels::attention(x[0], x[1], x[2], true)
+        })
+    })?;
+    let composed = median_ms(r, || {
+        fb(&[&aq, &ak, &av], &|x| {
+            // The grouped-query composition of retro_model's attention with RETRO_FUSED=0.
+            let rep = heads / kv_heads;
+            let q = (x[0] * (1.0 / (hd as f64).sqrt()))?.reshape((1, kv_heads, rep * a.t, hd))?;
+            let scores = q
+                .matmul(&x[1].t()?)?
+                .reshape((1, kv_heads, rep, a.t, a.t))?;
+            let probs = candle_nn::ops::softmax(&scores.broadcast_add(&causal)?, D::Minus1)?;
+            probs
+                .reshape((1, kv_heads, rep * a.t, a.t))?
+                .matmul(x[2])?
+                .reshape((1, heads, a.t, hd))
+        })
+    })?;
+    rows.push((
+        format!("attention_causal_fb_{heads}x{kv_heads}x{}x{hd}", a.t),
+        fused,
+        composed,
+    ));
+
     let mask: Vec<f32> = (0..a.t * a.t)
         .map(|i| {
             if i % a.t > i / a.t {
