@@ -23,6 +23,12 @@ pub const SHORT_SPAN_INSTRUCTION: &str = "Answer the following question with a s
 /// What the assistant's turn starts with in a short-span QA prompt (§5): generation continues after it.
 pub const SHORT_SPAN_ANSWER_PREFIX: &str = "The answer is";
 
+/// The instruction of True/False QA prompts (§5: boolq, multirc), followed by the question.
+pub const TRUE_FALSE_INSTRUCTION: &str = "Answer the following question with True or False.";
+
+/// The instruction of long-answer QA prompts (§5: every set not named in another list), followed by the question.
+pub const LONG_ANSWER_INSTRUCTION: &str = "Please give a full and complete answer for the question.";
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Role {
@@ -134,33 +140,107 @@ impl ChatTemplate {
         text
     }
 
-    /// The reference's zero-shot short-span QA prompt (§5): the evaluation system line, the contexts joined by blank
-    /// lines, `User: Answer the following question with a short span. {q}`, then `Assistant: The answer is`. With
-    /// ChatML the contexts and the instruction make up the user turn.
+    /// The reference's zero-shot short-span QA prompt (§5; nq, tqa, squad, …): the evaluation system line, the
+    /// contexts joined by blank lines, `User: Answer the following question with a short span. {q}`, then
+    /// `Assistant: The answer is`. With ChatML the contexts and the instruction make up the user turn.
     pub fn short_span_qa_prompt(&self, contexts: &[String], question: &str) -> String {
+        self.single_turn_qa_prompt(
+            contexts,
+            &format!("{SHORT_SPAN_INSTRUCTION} {question}"),
+            Some(SHORT_SPAN_ANSWER_PREFIX),
+        )
+    }
+
+    /// The reference's True/False QA prompt (§5; boolq, multirc): as the short-span prompt with
+    /// `User: Answer the following question with True or False. {q}`, and the assistant's turn left empty
+    /// (`Assistant:`).
+    pub fn true_false_qa_prompt(&self, contexts: &[String], question: &str) -> String {
+        self.single_turn_qa_prompt(
+            contexts,
+            &format!("{TRUE_FALSE_INSTRUCTION} {question}"),
+            None,
+        )
+    }
+
+    /// The reference's long-answer QA prompt (§5; any set not in another list): as the short-span prompt with
+    /// `User: Please give a full and complete answer for the question. {q}`, and the assistant's turn left empty
+    /// (`Assistant:`).
+    pub fn long_answer_qa_prompt(&self, contexts: &[String], question: &str) -> String {
+        self.single_turn_qa_prompt(
+            contexts,
+            &format!("{LONG_ANSWER_INSTRUCTION} {question}"),
+            None,
+        )
+    }
+
+    /// The reference's multi-turn QA prompt (§5; convqa, quac, doc2dial, …, whose query already holds the
+    /// conversation and is used as is): the evaluation system line, the contexts joined by blank lines, the earlier
+    /// turns (`User: {q}\n\nAssistant: {a}\n\n` each), then `User: {question}\n\nAssistant:`, with no instruction.
+    /// With ChatML every turn is a message and the contexts open the first user turn.
+    pub fn dialogue_qa_prompt(
+        &self,
+        contexts: &[String],
+        history: &[Message],
+        question: &str,
+    ) -> String {
+        let context_text: String = contexts.iter().map(|c| format!("{c}\n\n")).collect();
+        let mut messages = history.to_vec();
+        messages.push(Message::new(Role::User, question));
+        let mut text = self.system(MEGATRON_EVAL_SYSTEM);
+        match self {
+            // The reference puts the contexts between the system line and the dialogue.
+            Self::Megatron => text.push_str(&context_text),
+            Self::Chatml => {
+                if let Some(first) = messages.iter_mut().find(|m| m.role == Role::User) {
+                    first.content.insert_str(0, &context_text);
+                }
+            }
+        }
+        for m in &messages {
+            text.push_str(&self.turn(m));
+        }
+        text.push_str(self.assistant_header());
+        text
+    }
+
+    /// A one-question QA prompt (§5, `reformat_prompt`): system line, contexts, the user text, then the assistant
+    /// header followed by `answer_prefix` when given.
+    fn single_turn_qa_prompt(
+        &self,
+        contexts: &[String],
+        user_text: &str,
+        answer_prefix: Option<&str>,
+    ) -> String {
         let mut user = String::new();
         for c in contexts {
             user.push_str(c);
             user.push_str("\n\n");
         }
-        match self {
-            Self::Megatron => {
-                // The reference puts the contexts between the system line and the `User:` turn.
-                format!(
-                    "{}{user}User: {SHORT_SPAN_INSTRUCTION} {question}\n\nAssistant: {SHORT_SPAN_ANSWER_PREFIX}",
-                    self.system(MEGATRON_EVAL_SYSTEM)
-                )
-            }
+        let mut text = match self {
+            // The reference puts the contexts between the system line and the `User:` turn.
+            Self::Megatron => format!(
+                "{}{user}User: {user_text}\n\n{}",
+                self.system(MEGATRON_EVAL_SYSTEM),
+                self.assistant_header()
+            ),
             Self::Chatml => {
-                user.push_str(&format!("{SHORT_SPAN_INSTRUCTION} {question}"));
+                user.push_str(user_text);
                 format!(
-                    "{}{}{}{SHORT_SPAN_ANSWER_PREFIX}",
+                    "{}{}{}",
                     self.system(MEGATRON_EVAL_SYSTEM),
                     self.turn(&Message::new(Role::User, user)),
                     self.assistant_header()
                 )
             }
+        };
+        if let Some(prefix) = answer_prefix {
+            // Megatron: `Assistant: The answer is`; ChatML: the prefix opens the assistant's message.
+            if *self == Self::Megatron {
+                text.push(' ');
+            }
+            text.push_str(prefix);
         }
+        text
     }
 }
 
@@ -205,6 +285,54 @@ helpful, detailed, and polite answers to the user's questions based on the conte
 indicate when the answer cannot be found in the context.\n\ntitle: Paris, source: Paris is the capital of France.\
 \n\nUser: Answer the following question with a short span. What is the capital of France?\n\nAssistant: The answer is"
         );
+    }
+
+    const EVAL_SYSTEM: &str = "System: This is a chat between a user and an artificial intelligence assistant. The \
+assistant gives helpful, detailed, and polite answers to the user's questions based on the context. The assistant \
+should also indicate when the answer cannot be found in the context.\n\n";
+
+    #[test]
+    fn true_false_long_and_dialogue_prompts_match_the_reference_strings() {
+        // §5 `reformat_prompt`: system + "\n\n".join(contexts) + "\n\n" + dialogue_turn, where dialogue_turn is
+        // "User: {instruction} {q}\n\nAssistant:" for boolq and long answers, and the query as is for multi-turn sets.
+        let contexts = vec!["title: T, source: c1".to_string(), "title: , source: c2".to_string()];
+        let m = ChatTemplate::Megatron;
+        assert_eq!(
+            m.true_false_qa_prompt(&contexts, "is the sky blue?"),
+            format!(
+                "{EVAL_SYSTEM}title: T, source: c1\n\ntitle: , source: c2\n\nUser: Answer the following question \
+with True or False. is the sky blue?\n\nAssistant:"
+            )
+        );
+        assert_eq!(
+            m.long_answer_qa_prompt(&[], "why is the sky blue?"),
+            format!(
+                "{EVAL_SYSTEM}User: Please give a full and complete answer for the question. why is the sky \
+blue?\n\nAssistant:"
+            )
+        );
+        let history = [
+            Message::new(Role::User, "who is she?"),
+            Message::new(Role::Assistant, "A singer."),
+        ];
+        assert_eq!(
+            m.dialogue_qa_prompt(&contexts[..1], &history, "any children?"),
+            format!(
+                "{EVAL_SYSTEM}title: T, source: c1\n\nUser: who is she?\n\nAssistant: A singer.\n\nUser: any \
+children?\n\nAssistant:"
+            )
+        );
+        // ChatML: the contexts open the first user turn, every turn is a message.
+        let c = ChatTemplate::Chatml.dialogue_qa_prompt(&contexts[..1], &history, "any children?");
+        assert!(c.ends_with(
+            "<|im_start|>user\ntitle: T, source: c1\n\nwho is she?<|im_end|>\n<|im_start|>assistant\nA \
+singer.<|im_end|>\n<|im_start|>user\nany children?<|im_end|>\n<|im_start|>assistant\n"
+        ));
+        let t = ChatTemplate::Chatml.true_false_qa_prompt(&[], "q?");
+        assert!(t.ends_with(
+            "<|im_start|>user\nAnswer the following question with True or False. q?<|im_end|>\n\
+<|im_start|>assistant\n"
+        ));
     }
 
     #[test]
