@@ -1,6 +1,8 @@
 //! Zero-shot QA (issue 5; shared reference §5): for each question, the top contexts from the retrieval DB (the set's
-//! own gold context first with `gold_context`), the reference's short-span prompt, a greedy answer of at most
-//! `max_new` tokens cut at the end of text or the first newline, scored by SQuAD EM and F1.
+//! own gold context first with `gold_context`), the reference's prompt for the set's [`QaTask`] (short span,
+//! True/False, the dialogue as is, or a long answer), a greedy answer of at most `max_new` tokens (cut at the end of
+//! text, and at the first newline for short and True/False answers), scored by SQuAD EM and F1, or for True/False by
+//! accuracy.
 //!
 //! Encoder on: the Retro encoder gets the prompt's top-k contexts as the neighbours of every chunk (the reference's
 //! `--reuse-top`); off: retrieval gated off, the plain decoder. Results are appended to `out` one JSON line per
@@ -19,8 +21,8 @@ use retro_serve::{Engine, LoadedModel};
 use serde::{Deserialize, Serialize};
 
 use crate::fixed_retriever::FixedRetriever;
-use crate::qa_data::{read_qa, QaExample};
-use crate::squad::score;
+use crate::qa_data::{read_qa, QaExample, QaTurn};
+use crate::qa_task::QaTask;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -34,6 +36,8 @@ pub enum Encoder {
 #[derive(Debug, Clone)]
 pub struct QaOptions {
     pub data: PathBuf,
+    /// The prompt, stopping and scoring; None: inferred from the data file's name ([`QaTask::resolve`]).
+    pub task: Option<QaTask>,
     /// Contexts from the DB per question (after the gold context, if any).
     pub contexts: usize,
     /// Put the example's own `context` first where it has one.
@@ -51,8 +55,14 @@ pub struct QaOptions {
 /// One answered question, as written to the output file.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct QaResult {
+    /// Absent from the lines of older versions, which only had short-span prompts.
+    #[serde(default)]
+    pub task: QaTask,
     pub id: String,
     pub question: String,
+    /// The dialogue's earlier turns (multi-turn sets).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub history: Vec<QaTurn>,
     pub contexts: Vec<String>,
     pub prediction: String,
     pub answers: Vec<String>,
@@ -60,28 +70,51 @@ pub struct QaResult {
     pub f1: f64,
 }
 
-/// Mean EM and F1 (0..1) over `n` questions.
+/// Mean EM and F1 (0..1) over `n` questions of `task` (for boolq both are the accuracy).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Serialize)]
 pub struct QaSummary {
+    pub task: QaTask,
     pub em: f64,
     pub f1: f64,
     pub n: usize,
 }
 
 impl QaSummary {
-    pub fn of(results: &[QaResult]) -> Self {
-        let n = results.len();
-        let mean = |f: fn(&QaResult) -> f64| {
-            if n == 0 {
+    pub fn of(task: QaTask, results: &[QaResult]) -> Self {
+        let mut sums = RunningSums::default();
+        results.iter().for_each(|r| sums.add(r));
+        sums.summary(task)
+    }
+}
+
+/// Sums of the scores so far, so that the running summary costs O(1) per answer.
+#[derive(Debug, Clone, Copy, Default)]
+struct RunningSums {
+    em: f64,
+    f1: f64,
+    n: usize,
+}
+
+impl RunningSums {
+    fn add(&mut self, r: &QaResult) {
+        self.em += r.em;
+        self.f1 += r.f1;
+        self.n += 1;
+    }
+
+    fn summary(&self, task: QaTask) -> QaSummary {
+        let mean = |sum: f64| {
+            if self.n == 0 {
                 0.0
             } else {
-                results.iter().map(f).sum::<f64>() / n as f64
+                sum / self.n as f64
             }
         };
-        Self {
-            em: mean(|r| r.em),
-            f1: mean(|r| r.f1),
-            n,
+        QaSummary {
+            task,
+            em: mean(self.em),
+            f1: mean(self.f1),
+            n: self.n,
         }
     }
 }
@@ -107,14 +140,33 @@ pub fn evaluate_qa(
             }
         }
     }
+    let task = QaTask::resolve(o.task, &o.data);
     let template = o.template.unwrap_or_else(|| engine.default_template());
     template.check_tokenizer(engine.tokenizer().inner())?;
-    let examples = read_qa(&o.data, o.limit)?;
-    let mut results = match &o.out {
+    let examples = read_qa(&o.data, o.limit, task)?;
+    let previous = match &o.out {
         Some(path) => read_results(path)?,
         None => Vec::new(),
     };
-    let done: HashSet<String> = results.iter().map(|r| r.id.clone()).collect();
+    if let (Some(path), Some((i, r))) = (
+        &o.out,
+        previous.iter().enumerate().find(|(_, r)| r.task != task),
+    ) {
+        bail!(
+            "{}:{}: answered as task {}, and this run's task is {task}; use another --out",
+            path.display(),
+            i + 1,
+            r.task
+        );
+    }
+    let ids: HashSet<&String> = examples.iter().map(|e| &e.id).collect();
+    // Only the results of this run's questions count (the file may hold more, from a larger --limit).
+    let mut sums = RunningSums::default();
+    previous
+        .iter()
+        .filter(|r| ids.contains(&r.id))
+        .for_each(|r| sums.add(r));
+    let done: HashSet<String> = previous.into_iter().map(|r| r.id).collect();
     let mut out = match &o.out {
         Some(path) => Some(
             std::fs::OpenOptions::new()
@@ -125,29 +177,27 @@ pub fn evaluate_qa(
         ),
         None => None,
     };
-    let stop = answer_stop_tokens(engine);
+    let stop = if task.stops_at_newline() {
+        newline_stop_tokens(engine)
+    } else {
+        engine.stop_tokens().to_vec()
+    };
     let total = examples.len();
     let mut answered = examples.iter().filter(|e| done.contains(&e.id)).count();
     for example in examples.iter().filter(|e| !done.contains(&e.id)) {
-        let contexts = contexts_for(example, db.as_deref_mut(), o)?;
-        let result = answer(engine, example, contexts, template, &stop, o)
+        let contexts = contexts_for(example, task, db.as_deref_mut(), o)?;
+        let result = answer(engine, example, task, contexts, template, &stop, o)
             .with_context(|| format!("{}: question {}", o.data.display(), example.id))?;
         if let (Some(file), Some(path)) = (out.as_mut(), &o.out) {
             // One write per line, so a kill leaves at most one partial last line (dropped on resume).
             file.write_all(format!("{}\n", serde_json::to_string(&result)?).as_bytes())
                 .with_context(|| format!("{}: cannot write", path.display()))?;
         }
-        results.push(result);
+        sums.add(&result);
         answered += 1;
-        let summary = QaSummary::of(&results);
-        on_answer(results.last().unwrap(), &summary, answered, total);
+        on_answer(&result, &sums.summary(task), answered, total);
     }
-    let ids: HashSet<&String> = examples.iter().map(|e| &e.id).collect();
-    let ours: Vec<QaResult> = results
-        .into_iter()
-        .filter(|r| ids.contains(&r.id))
-        .collect();
-    Ok(QaSummary::of(&ours))
+    Ok(sums.summary(task))
 }
 
 /// The results already in `path`; a last line cut short by an interrupted run is removed from the file.
@@ -186,6 +236,7 @@ pub fn read_results(path: &Path) -> Result<Vec<QaResult>> {
 /// and continuation, formatted as the reference does (`title: …, source: …`).
 fn contexts_for(
     example: &QaExample,
+    task: QaTask,
     db: Option<&mut RetrievalDb>,
     o: &QaOptions,
 ) -> Result<Vec<String>> {
@@ -197,7 +248,7 @@ fn contexts_for(
     }
     if let Some(db) = db {
         if o.contexts > 0 {
-            for hit in db.search(&example.question, o.contexts)? {
+            for hit in db.search(&task.search_query(example), o.contexts)? {
                 let mut tokens = db.chunks.chunk_tokens(hit.chunk);
                 if let Some(next) = db.chunks.continuation(hit.chunk) {
                     tokens.extend(db.chunks.chunk_tokens(next));
@@ -215,16 +266,17 @@ fn contexts_for(
 fn answer(
     engine: &Engine,
     example: &QaExample,
+    task: QaTask,
     mut contexts: Vec<String>,
     template: ChatTemplate,
     stop: &[u32],
     o: &QaOptions,
 ) -> Result<QaResult> {
     let ctx = engine.context_len();
-    let mut ids = engine.encode(&template.short_span_qa_prompt(&contexts, &example.question))?;
+    let mut ids = engine.encode(&task.prompt(template, &contexts, example))?;
     while ids.len() + o.max_new > ctx && !contexts.is_empty() {
         contexts.pop();
-        ids = engine.encode(&template.short_span_qa_prompt(&contexts, &example.question))?;
+        ids = engine.encode(&task.prompt(template, &contexts, example))?;
     }
     if ids.len() + o.max_new > ctx {
         bail!(
@@ -267,11 +319,13 @@ fn answer(
         }
     };
     let text = engine.tokenizer().decode(&tokens)?;
-    let prediction = text.split('\n').next().unwrap_or("").trim().to_string();
-    let (em, f1) = score(&prediction, &example.answers);
+    let prediction = task.answer_text(&text);
+    let (em, f1) = task.score(&prediction, &example.answers);
     Ok(QaResult {
+        task,
         id: example.id.clone(),
         question: example.question.clone(),
+        history: example.history.clone(),
         contexts,
         prediction,
         answers: example.answers.clone(),
@@ -281,7 +335,7 @@ fn answer(
 }
 
 /// The engine's end-of-text tokens plus every token whose text holds a newline: a short answer ends at its line.
-fn answer_stop_tokens(engine: &Engine) -> Vec<u32> {
+fn newline_stop_tokens(engine: &Engine) -> Vec<u32> {
     let tokenizer = engine.tokenizer().inner();
     let mut stop: Vec<u32> = engine.stop_tokens().to_vec();
     for id in 0..tokenizer.get_vocab_size(true) as u32 {
