@@ -4,7 +4,7 @@ use anyhow::{Context, Result};
 use clap::{Args, Subcommand, ValueEnum};
 use retro_data::ChatTemplate;
 use retro_db::RetrievalDb;
-use retro_eval::{evaluate_qa, Encoder, QaOptions};
+use retro_eval::{evaluate_qa, Encoder, QaOptions, QaTask};
 use retro_model::candle_core::Device;
 use retro_serve::Engine;
 use retro_train::{checkpoint_perplexity, PplOptions, Split};
@@ -17,8 +17,9 @@ pub enum EvalCommand {
     /// Token perplexity on a DB split's samples, with their precomputed neighbours as in training
     /// (or none with --no-retrieval).
     Ppl(PplArgs),
-    /// Zero-shot QA: retrieve contexts for each question with the DB's BERT, prompt with the reference's short-span
-    /// template, answer greedily, score SQuAD EM / F1; with the Retro encoder reading the contexts or gated off.
+    /// Zero-shot QA: retrieve contexts for each question with the DB's BERT, prompt with the reference's template
+    /// for the task (short span, True/False, dialogue, long answer), answer greedily, score SQuAD EM / F1 (True/False:
+    /// accuracy); with the Retro encoder reading the contexts or gated off.
     Qa(QaArgs),
 }
 
@@ -39,9 +40,15 @@ pub struct QaArgs {
     /// prompt has no retrieved contexts (closed-book, or only --gold-context).
     #[arg(long)]
     db: Option<PathBuf>,
-    /// QA set: jsonl(.gz) of {"id", "question", "answers", "context"?} (as in shared/data/qa).
+    /// QA set: jsonl(.gz) of {"id", "question", "answers", "context"?, "history"?} (as in shared/data/qa).
     #[arg(long)]
     data: PathBuf,
+    /// The prompt, stop and score: short (a short span, SQuAD EM / F1), boolq (True or False, accuracy), multiturn
+    /// (the dialogue's earlier turns, then the question; F1), long (a full answer; F1); or a set name of the
+    /// reference (nq, tqa, boolq, quac, …) [default: from the data file's name: boolq → boolq, quac → multiturn,
+    /// nq / triviaqa / tqa / squad → short; short for other names].
+    #[arg(long)]
+    task: Option<QaTask>,
     /// Contexts retrieved from --db per question.
     #[arg(long, default_value_t = 5)]
     contexts: usize,
@@ -56,13 +63,14 @@ pub struct QaArgs {
     /// Only the first N questions.
     #[arg(long)]
     limit: Option<usize>,
-    /// Tokens generated at most per answer.
+    /// Tokens generated at most per answer (short and True/False answers also stop at a newline, the others at the
+    /// end of the turn).
     #[arg(long, default_value_t = 64)]
     max_new: usize,
     /// Write one JSON line per question here; a rerun skips the questions already in it.
     #[arg(long)]
     out: Option<PathBuf>,
-    /// Print the summary {"em", "f1", "n"} as JSON.
+    /// Print the summary {"task", "em", "f1", "n"} as JSON (boolq: em and f1 are both the accuracy).
     #[arg(long)]
     json: bool,
 }
@@ -113,6 +121,7 @@ fn qa(a: QaArgs) -> Result<()> {
     };
     let options = QaOptions {
         data: a.data,
+        task: a.task,
         contexts: if a.db.is_some() { a.contexts } else { 0 },
         gold_context: a.gold_context,
         encoder: match a.encoder {
@@ -132,19 +141,32 @@ fn qa(a: QaArgs) -> Result<()> {
         &mut |_, running, done, total| {
             progress.set_length(total as u64);
             progress.set_position(done as u64);
-            progress.set_message(format!(
-                "EM {:.1} F1 {:.1}",
-                100.0 * running.em,
-                100.0 * running.f1
-            ));
+            progress.set_message(if running.task == QaTask::Boolq {
+                format!("{} accuracy {:.1}", running.task, 100.0 * running.em)
+            } else {
+                format!(
+                    "{} EM {:.1} F1 {:.1}",
+                    running.task,
+                    100.0 * running.em,
+                    100.0 * running.f1
+                )
+            });
         },
     )?;
     progress.finish_and_clear();
     if a.json {
         println!("{}", serde_json::to_string(&summary)?);
+    } else if summary.task == QaTask::Boolq {
+        println!(
+            "task {}  accuracy {:.2}  over {} questions",
+            summary.task,
+            100.0 * summary.em,
+            summary.n
+        );
     } else {
         println!(
-            "EM {:.2}  F1 {:.2}  over {} questions",
+            "task {}  EM {:.2}  F1 {:.2}  over {} questions",
+            summary.task,
             100.0 * summary.em,
             100.0 * summary.f1,
             summary.n
