@@ -356,11 +356,11 @@ fn attention(qkv: &[f32], lengths: &[usize], seq: usize, hidden: usize, heads: u
                         *s = dot(q, k) * scale;
                         max = max.max(*s);
                     }
-                    let mut total = 0f32;
+                    // retro_kernels::exp is a polynomial that vectorises; libm's expf does not.
                     for s in scores.iter_mut() {
-                        *s = (*s - max).exp();
-                        total += *s;
+                        *s = retro_kernels::exp(*s - max);
                     }
+                    let total: f32 = scores.iter().sum();
                     let o =
                         &mut out[i * hidden + head * head_dim..i * hidden + (head + 1) * head_dim];
                     let inv_total = 1.0 / total;
@@ -401,6 +401,7 @@ fn gelu_erf(values: &mut [f32]) {
 }
 
 /// erf with absolute error below 5e-7 in f32 (Numerical Recipes' `erfc` Chebyshev fit), branch-free but for the sign.
+#[inline(always)] // so that the loop in `gelu_erf` vectorises
 fn erf(x: f32) -> f32 {
     let z = x.abs();
     let t = 1.0 / (1.0 + 0.5 * z);
@@ -412,7 +413,7 @@ fn erf(x: f32) -> f32 {
                         + t * (0.278_868_07
                             + t * (-1.135_203_98
                                 + t * (1.488_515_87 + t * (-0.822_152_23 + t * 0.170_872_77))))))));
-    let erfc = t * poly.exp();
+    let erfc = t * retro_kernels::exp(poly);
     let r = 1.0 - erfc;
     if x >= 0.0 {
         r
