@@ -1,6 +1,7 @@
 //! `retro eval qa` end to end: contexts come from the DB's search, an interrupted evaluation resumes to the results of
 //! an uninterrupted one, the encoder changes answers when on (and does not when its CCA is zero), SmolLM2-Instruct
-//! answers from gold contexts, and bad input gives one-line errors.
+//! answers from gold contexts, BoolQ is scored by True/False accuracy, a QuAC dialogue is searched with all its
+//! questions, and bad input gives one-line errors.
 
 mod common;
 
@@ -195,4 +196,131 @@ fn bad_qa_input_gives_one_line_errors() {
     #[rustfmt::skip]
     fails(&["eval", "qa", "--model", p(&model), "--data", p(&nq()), "--limit", "1", "--out", p(&garbage)],
           "garbage.jsonl:1");
+}
+
+fn shared_qa(name: &str) -> PathBuf {
+    shared_data().join("qa").join(name)
+}
+
+/// The rows of a shared QA file.
+fn rows(name: &str, limit: usize) -> Vec<serde_json::Value> {
+    use std::io::BufRead;
+    let file = std::fs::File::open(shared_qa(name)).unwrap();
+    std::io::BufReader::new(flate2::read::GzDecoder::new(file))
+        .lines()
+        .take(limit)
+        .map(|l| serde_json::from_str(&l.unwrap()).unwrap())
+        .collect()
+}
+
+#[test]
+fn boolq_is_prompted_for_true_or_false_and_scored_by_accuracy() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("boolq.jsonl");
+    let model = shared_data().join("models/smollm2-135m-instruct");
+    let data = shared_qa("boolq-dev.jsonl.gz");
+    // No --task: boolq from the file's name.
+    #[rustfmt::skip]
+    let summary: serde_json::Value = serde_json::from_str(&ok(&["eval", "qa", "--model", p(&model), "--data", p(&data),
+        "--gold-context", "--limit", "4", "--max-new", "4", "--out", p(&out), "--json"])).unwrap();
+    assert_eq!(summary["task"], "boolq");
+    assert_eq!(summary["n"], 4);
+    let lines = read_lines(&out);
+    assert_eq!(lines.len(), 4);
+    let mut correct = 0.0;
+    for (r, row) in lines.iter().zip(rows("boolq-dev.jsonl.gz", 4)) {
+        assert_eq!(r["task"], "boolq");
+        assert_eq!(r["id"], row["id"]);
+        // The gold label yes / no becomes True / False.
+        let gold = if row["answers"][0] == "yes" {
+            "True"
+        } else {
+            "False"
+        };
+        assert_eq!(r["answers"], serde_json::json!([gold]));
+        let em = r["em"].as_f64().unwrap();
+        assert!(em == 0.0 || em == 1.0, "{r}");
+        assert_eq!(r["f1"], r["em"]);
+        // The score is whether the answer's first word states the gold label.
+        let prediction = r["prediction"].as_str().unwrap();
+        let first = prediction.split_whitespace().next().unwrap_or("");
+        let first = first
+            .trim_matches(|c: char| !c.is_alphanumeric())
+            .to_lowercase();
+        let said = match first.as_str() {
+            "true" | "yes" => Some("True"),
+            "false" | "no" => Some("False"),
+            _ => None,
+        };
+        assert_eq!(em, f64::from(u8::from(said == Some(gold))), "{r}");
+        correct += em;
+    }
+    assert_eq!(summary["em"].as_f64().unwrap(), correct / 4.0);
+    assert_eq!(summary["f1"], summary["em"]);
+    // The instruct model, with the passage in front of it, answers True or False (a broken prompt would not).
+    assert!(
+        lines
+            .iter()
+            .any(|r| r["prediction"].as_str().unwrap().starts_with("True")
+                || r["prediction"].as_str().unwrap().starts_with("False")),
+        "{lines:?}"
+    );
+    // Resuming these answers as another task is refused: they were not scored that way.
+    #[rustfmt::skip]
+    fails(&["eval", "qa", "--model", p(&model), "--data", p(&data), "--task", "short", "--limit", "5",
+            "--out", p(&out)], "boolq.jsonl:1: answered as task boolq, and this run's task is short");
+}
+
+#[test]
+fn a_dialogue_is_searched_with_its_questions_and_answered_as_a_long_turn() {
+    let f = fixture();
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("quac.jsonl");
+    let data = shared_qa("quac-sample.jsonl.gz");
+    #[rustfmt::skip]
+    let summary: serde_json::Value = serde_json::from_str(&ok(&["eval", "qa", "--model", p(&f.retro), "--db", p(&f.db),
+        "--data", p(&data), "--contexts", "1", "--limit", "3", "--max-new", "12", "--out", p(&out), "--json"])).unwrap();
+    assert_eq!(summary["task"], "multiturn");
+    assert_eq!(summary["n"], 3);
+    let lines = read_lines(&out);
+    assert_eq!(lines.len(), 3);
+    for (r, row) in lines.iter().zip(rows("quac-sample.jsonl.gz", 3)) {
+        assert_eq!(r["task"], "multiturn");
+        assert_eq!(r["question"], row["question"]);
+        assert_eq!(r["history"], row["history"]);
+        assert!(!r["history"].as_array().unwrap().is_empty());
+        // The DB was searched with the earlier questions, then the question.
+        let mut query: Vec<&str> = row["history"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|t| t["question"].as_str().unwrap())
+            .collect();
+        query.push(row["question"].as_str().unwrap());
+        #[rustfmt::skip]
+        let hits: Vec<serde_json::Value> = serde_json::from_str(&ok(&["db", "search", p(&f.db), &query.join(" "), "-k", "1", "--json"])).unwrap();
+        let context = r["contexts"][0].as_str().unwrap();
+        assert!(
+            context.contains(hits[0]["text"].as_str().unwrap().trim()),
+            "context {context:?} is not the hit of {query:?}: {:?}",
+            hits[0]["text"]
+        );
+        // A long answer: newlines became spaces; scored by SQuAD F1.
+        let prediction = r["prediction"].as_str().unwrap();
+        assert!(!prediction.contains('\n'), "{prediction:?}");
+        let f1 = r["f1"].as_f64().unwrap();
+        assert!((0.0..=1.0).contains(&f1));
+    }
+}
+
+#[test]
+fn bad_tasks_give_one_line_errors() {
+    let model = shared_data().join("models/smollm2-135m-instruct");
+    #[rustfmt::skip]
+    fails(&["eval", "qa", "--model", p(&model), "--data", p(&nq()), "--task", "bogus"],
+          "unknown QA task \"bogus\": use short, boolq, multiturn or long");
+    // NQ's answers are no True/False labels.
+    #[rustfmt::skip]
+    fails(&["eval", "qa", "--model", p(&model), "--data", p(&nq()), "--task", "boolq", "--limit", "1"],
+          "nq-open-dev.jsonl.gz:1: `answers`: \"14 December 1972 UTC\" is not a True/False label");
 }
