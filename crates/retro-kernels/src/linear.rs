@@ -14,17 +14,6 @@ use candle_core::{bail, CpuStorage, CustomOp2, Layout, Result, Shape, Tensor};
 use crate::matmul::{gemm_new, Operand};
 use crate::rows::f32_slice;
 
-/// `x` `(rows, in)` and `w` `(out, in)` from a custom op's inputs, checked.
-fn operands<'a>(
-    op: &str,
-    s1: &'a CpuStorage,
-    l1: &Layout,
-    s2: &'a CpuStorage,
-    l2: &Layout,
-) -> Result<(&'a [f32], &'a [f32])> {
-    Ok((f32_slice(op, s1, l1)?, f32_slice(op, s2, l2)?))
-}
-
 fn matrix_dims(op: &str, l: &Layout) -> Result<(usize, usize)> {
     match l.dims() {
         [r, c] => Ok((*r, *c)),
@@ -32,16 +21,24 @@ fn matrix_dims(op: &str, l: &Layout) -> Result<(usize, usize)> {
     }
 }
 
-/// `y = x·Wᵀ`; inputs `x` `(rows, in)`, `w` `(out, in)`.
-struct Linear;
-/// `dx = g·W`; inputs `g` `(rows, out)`, `w` `(out, in)`.
-struct LinearGradInput;
-/// `dW = gᵀ·x`; inputs `g` `(rows, out)`, `x` `(rows, in)`.
-struct LinearGradWeight;
+/// The three products of a linear layer, as one custom op each.
+#[derive(Clone, Copy)]
+enum Product {
+    /// `y = x·Wᵀ`; inputs `x` `(rows, in)`, `w` `(out, in)`.
+    Forward,
+    /// `dx = g·W`; inputs `g` `(rows, out)`, `w` `(out, in)`.
+    GradInput,
+    /// `dW = gᵀ·x`; inputs `g` `(rows, out)`, `x` `(rows, in)`.
+    GradWeight,
+}
 
-impl CustomOp2 for Linear {
+impl CustomOp2 for Product {
     fn name(&self) -> &'static str {
-        "retro-linear"
+        match self {
+            Product::Forward => "retro-linear",
+            Product::GradInput => "retro-linear-grad-input",
+            Product::GradWeight => "retro-linear-grad-weight",
+        }
     }
 
     fn cpu_fwd(
@@ -51,17 +48,43 @@ impl CustomOp2 for Linear {
         s2: &CpuStorage,
         l2: &Layout,
     ) -> Result<(CpuStorage, Shape)> {
-        let (x, w) = operands(self.name(), s1, l1, s2, l2)?;
-        let ((rows, inp), (out, w_in)) =
-            (matrix_dims(self.name(), l1)?, matrix_dims(self.name(), l2)?);
-        if inp != w_in {
-            bail!("linear: input has {inp} features, weight {out}x{w_in} expects {w_in}");
+        let (a, b) = (
+            f32_slice(self.name(), s1, l1)?,
+            f32_slice(self.name(), s2, l2)?,
+        );
+        let ((ar, ac), (br, bc)) = (matrix_dims(self.name(), l1)?, matrix_dims(self.name(), l2)?);
+        // (m, n, k) of the product, its operands, and the two sizes that must agree.
+        let ((m, n, k), lhs, rhs, agree) = match self {
+            Product::Forward => (
+                (ar, br, ac),
+                Operand::rows(a, ac),
+                Operand::transposed(b, bc),
+                (ac, bc),
+            ),
+            Product::GradInput => (
+                (ar, bc, ac),
+                Operand::rows(a, ac),
+                Operand::rows(b, bc),
+                (ac, br),
+            ),
+            Product::GradWeight => (
+                (ac, bc, ar),
+                Operand::transposed(a, ac),
+                Operand::rows(b, bc),
+                (ar, br),
+            ),
+        };
+        if agree.0 != agree.1 {
+            bail!(
+                "{}: shapes {:?} and {:?} do not fit",
+                self.name(),
+                l1.dims(),
+                l2.dims()
+            );
         }
-        let x = Operand::rows(x, inp);
-        let wt = Operand::transposed(w, inp);
         Ok((
-            CpuStorage::F32(gemm_new(rows, out, inp, x, wt)),
-            Shape::from((rows, out)),
+            CpuStorage::F32(gemm_new(m, n, k, lhs, rhs)),
+            Shape::from((m, n)),
         ))
     }
 
@@ -72,70 +95,19 @@ impl CustomOp2 for Linear {
         _y: &Tensor,
         g: &Tensor,
     ) -> Result<(Option<Tensor>, Option<Tensor>)> {
+        if !matches!(self, Product::Forward) {
+            bail!("{}: no second-order gradients", self.name());
+        }
         let g = g.contiguous()?;
         let dx = match x.track_op() {
-            true => Some(g.apply_op2_no_bwd(w, &LinearGradInput)?),
+            true => Some(g.apply_op2_no_bwd(w, &Product::GradInput)?),
             false => None,
         };
         let dw = match w.track_op() {
-            true => Some(g.apply_op2_no_bwd(x, &LinearGradWeight)?),
+            true => Some(g.apply_op2_no_bwd(x, &Product::GradWeight)?),
             false => None,
         };
         Ok((dx, dw))
-    }
-}
-
-impl CustomOp2 for LinearGradInput {
-    fn name(&self) -> &'static str {
-        "retro-linear-grad-input"
-    }
-
-    fn cpu_fwd(
-        &self,
-        s1: &CpuStorage,
-        l1: &Layout,
-        s2: &CpuStorage,
-        l2: &Layout,
-    ) -> Result<(CpuStorage, Shape)> {
-        let (g, w) = operands(self.name(), s1, l1, s2, l2)?;
-        let ((rows, out), (w_out, inp)) =
-            (matrix_dims(self.name(), l1)?, matrix_dims(self.name(), l2)?);
-        if out != w_out {
-            bail!("linear backward: gradient has {out} columns, weight {w_out} rows");
-        }
-        let g = Operand::rows(g, out);
-        let w = Operand::rows(w, inp);
-        Ok((
-            CpuStorage::F32(gemm_new(rows, inp, out, g, w)),
-            Shape::from((rows, inp)),
-        ))
-    }
-}
-
-impl CustomOp2 for LinearGradWeight {
-    fn name(&self) -> &'static str {
-        "retro-linear-grad-weight"
-    }
-
-    fn cpu_fwd(
-        &self,
-        s1: &CpuStorage,
-        l1: &Layout,
-        s2: &CpuStorage,
-        l2: &Layout,
-    ) -> Result<(CpuStorage, Shape)> {
-        let (g, x) = operands(self.name(), s1, l1, s2, l2)?;
-        let ((rows, out), (x_rows, inp)) =
-            (matrix_dims(self.name(), l1)?, matrix_dims(self.name(), l2)?);
-        if rows != x_rows {
-            bail!("linear backward: gradient has {rows} rows, input {x_rows}");
-        }
-        let gt = Operand::transposed(g, out);
-        let x = Operand::rows(x, inp);
-        Ok((
-            CpuStorage::F32(gemm_new(out, inp, rows, gt, x)),
-            Shape::from((out, inp)),
-        ))
     }
 }
 
@@ -149,7 +121,7 @@ pub fn linear(x: &Tensor, weight: &Tensor) -> Result<Tensor> {
     let y = x
         .contiguous()?
         .reshape((rows, inp))?
-        .apply_op2(&weight.contiguous()?, Linear)?;
+        .apply_op2(&weight.contiguous()?, Product::Forward)?;
     let mut out_dims = lead.to_vec();
     out_dims.push(weight.dim(0)?);
     y.reshape(out_dims)

@@ -77,36 +77,20 @@ pub(crate) fn gemm(
         return;
     }
     assert!(lhs.fits(m, k) && rhs.fits(k, n), "gemm: operand too short");
-    let parallelism = if threads > 1 {
-        gemm::Parallelism::Rayon(threads)
-    } else {
-        gemm::Parallelism::None
-    };
     // SAFETY: the extents of dst, lhs and rhs were checked above; dst does not alias lhs or rhs
     // (it is a `&mut` borrow).
     unsafe {
-        gemm::gemm(
-            m,
-            n,
-            k,
+        raw(
+            (m, n, k),
             dst.as_mut_ptr(),
-            1,
-            dst_row_stride as isize,
-            write == Write::Accumulate,
-            lhs.data.as_ptr(),
-            lhs.col_stride as isize,
-            lhs.row_stride as isize,
-            rhs.data.as_ptr(),
-            rhs.col_stride as isize,
-            rhs.row_stride as isize,
-            1.0,
+            dst_row_stride,
+            write,
+            lhs,
+            rhs,
             scale,
-            false,
-            false,
-            false,
-            parallelism,
-        );
-    }
+            threads,
+        )
+    };
 }
 
 /// A fresh `m × n` row-major `lhs·rhs` on all of candle's threads, written by gemm into an
@@ -118,37 +102,63 @@ pub(crate) fn gemm_new(m: usize, n: usize, k: usize, lhs: Operand, rhs: Operand)
     }
     assert!(lhs.fits(m, k) && rhs.fits(k, n), "gemm: operand too short");
     let threads = candle_core::utils::get_num_threads();
+    let mut dst = Vec::<f32>::with_capacity(len);
+    // SAFETY: operand extents checked above; gemm writes all `m·n` elements of the spare capacity
+    // (`Write::Overwrite`) before `set_len` makes them part of the vector.
+    unsafe {
+        raw(
+            (m, n, k),
+            dst.as_mut_ptr(),
+            n,
+            Write::Overwrite,
+            lhs,
+            rhs,
+            1.0,
+            threads,
+        );
+        dst.set_len(len);
+    }
+    dst
+}
+
+/// The `gemm` crate's call. Safety: `dst` must be valid for writes of `m` rows of `n` elements
+/// `dst_row_stride` apart (and for reads with `Write::Accumulate`); `lhs` and `rhs` must fit
+/// `m × k` and `k × n` and not overlap `dst`.
+#[allow(clippy::too_many_arguments)]
+unsafe fn raw(
+    (m, n, k): (usize, usize, usize),
+    dst: *mut f32,
+    dst_row_stride: usize,
+    write: Write,
+    lhs: Operand,
+    rhs: Operand,
+    scale: f32,
+    threads: usize,
+) {
     let parallelism = if threads > 1 {
         gemm::Parallelism::Rayon(threads)
     } else {
         gemm::Parallelism::None
     };
-    let mut dst = Vec::<f32>::with_capacity(len);
-    // SAFETY: operand extents checked above; gemm writes all `m·n` elements of the spare capacity
-    // (`read_dst = false`) before `set_len` makes them part of the vector.
-    unsafe {
-        gemm::gemm(
-            m,
-            n,
-            k,
-            dst.as_mut_ptr(),
-            1,
-            n as isize,
-            false,
-            lhs.data.as_ptr(),
-            lhs.col_stride as isize,
-            lhs.row_stride as isize,
-            rhs.data.as_ptr(),
-            rhs.col_stride as isize,
-            rhs.row_stride as isize,
-            0.0,
-            1.0,
-            false,
-            false,
-            false,
-            parallelism,
-        );
-        dst.set_len(len);
-    }
-    dst
+    gemm::gemm(
+        m,
+        n,
+        k,
+        dst,
+        1,
+        dst_row_stride as isize,
+        write == Write::Accumulate,
+        lhs.data.as_ptr(),
+        lhs.col_stride as isize,
+        lhs.row_stride as isize,
+        rhs.data.as_ptr(),
+        rhs.col_stride as isize,
+        rhs.row_stride as isize,
+        1.0,
+        scale,
+        false,
+        false,
+        false,
+        parallelism,
+    );
 }
