@@ -17,15 +17,20 @@ rows = [
     ("instructretro-encoder-on", "InstructRetro, encoder on (RAG)"),
 ]
 
+tasks = {}  # set -> the task its results were answered as (their "task" field; short before there were tasks)
+
 def summary(name, s):
     path = os.path.join(a.out_dir, f"{name}-{s}.jsonl")
     if not os.path.exists(path):
         return None
     results = [json.loads(l) for l in open(path) if l.endswith("\n")]
     n = len(results)
-    # Retrieval recall: a gold answer occurs (case-insensitively) in the prompt's contexts.
+    if n == 0:
+        return None
+    tasks.setdefault(s, results[0].get("task", "short"))
+    # Retrieval recall: a gold answer occurs (case-insensitively) in the prompt's contexts (meaningless for True/False).
     found = sum(any(g.lower() in " ".join(r["contexts"]).lower() for g in r["answers"]) for r in results)
-    with_contexts = any(r["contexts"] for r in results)
+    with_contexts = any(r["contexts"] for r in results) and tasks[s] != "boolq"
     return (n, 100 * sum(r["em"] for r in results) / n, 100 * sum(r["f1"] for r in results) / n,
             100 * found / n if with_contexts else None)
 
@@ -40,11 +45,14 @@ print(f"Produced by `experiments/qa/run.sh` on {datetime.date.today()} ({cpu}, {
       f"LIMIT={a.limit}, CONTEXTS={a.contexts}. Rerun it to reproduce.\n")
 print(f"- Contexts: the top {a.contexts} chunks (+ continuation, 128 tokens) of a DB of {db['n_chunks']} chunks from "
       + ", ".join(os.path.basename(c['path']) for c in db['corpora'])
-      + ", searched with MiniLM; prompt: the reference's short-span template (the model's own chat template around it).")
-print("- Greedy answers of at most 64 tokens cut at EOS or newline; SQuAD EM and F1 (max over gold answers), in %.\n")
+      + ", searched with MiniLM; prompt: the reference's template for each set's task (the model's own chat template "
+      "around it).")
+print("- Greedy answers of at most 64 tokens cut at EOS (and at a newline for short and True/False answers); SQuAD EM "
+      "and F1 (max over gold answers), in %; for a True/False (boolq) set both are its accuracy.")
+table = []
 head = "| model | " + " | ".join(f"{s} EM | {s} F1 | answer in contexts | n" for s in a.sets) + " |"
-print(head)
-print("|---|" + "---|---|---|---|" * len(a.sets))
+table.append(head)
+table.append("|---|" + "---|---|---|---|" * len(a.sets))
 for name, label in rows:
     cells = [summary(name, s) for s in a.sets]
     if all(c is None for c in cells):
@@ -54,7 +62,9 @@ for name, label in rows:
             return "- | - | - | 0"
         recall = "-" if c[3] is None else f"{c[3]:.0f}%"
         return f"{c[1]:.1f} | {c[2]:.1f} | {recall} | {c[0]}"
-    print(f"| {label} | " + " | ".join(cell(c) for c in cells) + " |")
+    table.append(f"| {label} | " + " | ".join(cell(c) for c in cells) + " |")
+print("- Tasks: " + ", ".join(f"{s} {tasks.get(s, '-')}" for s in a.sets) + " (`retro eval qa --task`).\n")
+print("\n".join(table))
 print("\n*answer in contexts*: questions whose retrieved contexts contain a gold answer string (retrieval recall).")
 
 gold = [(m, summary(f"smollm2-instruct-{m}", "nq-openbook-short")) for m in ("gold", "closed")]

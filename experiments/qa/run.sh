@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Zero-shot QA (issue 5; shared reference §5): EM / F1 on NQ-open and TriviaQA with contexts retrieved from a
+# Zero-shot QA (issue 5; shared reference §5): EM / F1 on NQ-open and TriviaQA (by default) with contexts retrieved from a
 # Wikipedia DB in the prompt, for each model row below. Writes experiments/qa/out/ and docs/results-qa.md.
 # Resumable: every answer is appended to out/NAME-SET.jsonl as it is made, and a rerun skips what is there.
 #
@@ -8,7 +8,9 @@
 #   GPTFIT_SFT=DIR   the GPT-fitted model after `retro train --mode sft`     -> GPT-fit-Instruct with RAG
 #   RETRO_SFT=DIR    the retro-fitted model after `retro train --mode sft`   -> InstructRetro, encoder off and on
 # Sizes from the environment: LIMIT questions per set (default 1000), CONTEXTS per question (default 5),
-# SETS (default "nq-open-dev triviaqa-sm-sub"), DB (default demo-out/wiki-db, built as the demo builds it), THREADS;
+# SETS (default "nq-open-dev triviaqa-sm-sub"; any file of shared/data/qa, e.g. boolq-dev (True/False, accuracy) or
+# quac-sample (multi-turn): each is prompted and scored by the task its name gives, see `retro eval qa --task`),
+# DB (default demo-out/wiki-db, built as the demo builds it), THREADS;
 # QA_OUT and REPORT move the outputs (for smoke runs).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
