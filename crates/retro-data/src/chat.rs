@@ -27,7 +27,8 @@ pub const SHORT_SPAN_ANSWER_PREFIX: &str = "The answer is";
 pub const TRUE_FALSE_INSTRUCTION: &str = "Answer the following question with True or False.";
 
 /// The instruction of long-answer QA prompts (§5: every set not named in another list), followed by the question.
-pub const LONG_ANSWER_INSTRUCTION: &str = "Please give a full and complete answer for the question.";
+pub const LONG_ANSWER_INSTRUCTION: &str =
+    "Please give a full and complete answer for the question.";
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -295,7 +296,10 @@ should also indicate when the answer cannot be found in the context.\n\n";
     fn true_false_long_and_dialogue_prompts_match_the_reference_strings() {
         // §5 `reformat_prompt`: system + "\n\n".join(contexts) + "\n\n" + dialogue_turn, where dialogue_turn is
         // "User: {instruction} {q}\n\nAssistant:" for boolq and long answers, and the query as is for multi-turn sets.
-        let contexts = vec!["title: T, source: c1".to_string(), "title: , source: c2".to_string()];
+        let contexts = vec![
+            "title: T, source: c1".to_string(),
+            "title: , source: c2".to_string(),
+        ];
         let m = ChatTemplate::Megatron;
         assert_eq!(
             m.true_false_qa_prompt(&contexts, "is the sky blue?"),
