@@ -128,16 +128,7 @@ pub fn run(a: KernelsBench) -> Result<()> {
         composed,
     ));
 
-    let mask: Vec<f32> = (0..a.t * a.t)
-        .map(|i| {
-            if i % a.t > i / a.t {
-                f32::NEG_INFINITY
-            } else {
-                0.0
-            }
-        })
-        .collect();
-    let mask = Tensor::from_vec(mask, (a.t, a.t), &Device::Cpu)?;
+    let mask = causal;
     let s = Var::from_tensor(&rand(&[a.heads, a.t, a.t], -4.0, 4.0)?)?;
     let fused = median_ms(r, || {
         fb(&[&s], &|t| {
