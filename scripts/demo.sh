@@ -13,11 +13,7 @@ fi
 cargo build --release
 RETRO=target/release/retro
 DB=demo-out/wiki-db
-$RETRO db build \
-  --corpus "$DATA/corpus/wiki-vital-en.jsonl.gz" \
-  --tokenizer "$DATA/models/smollm2-135m-instruct/tokenizer.json" \
-  --embedder "$DATA/models/minilm-l6-v2" \
-  --out "$DB"
+bash scripts/wiki-db.sh "$DATA" "$DB"
 echo
 $RETRO db stats "$DB"
 for question in \

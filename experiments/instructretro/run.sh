@@ -25,8 +25,7 @@ SMOL=$DATA/models/smollm2-135m-instruct
 bash scripts/ensure-system-packages.sh
 cargo build --release -q -p retro-cli
 mkdir -p "$OUT"
-$RETRO "${THREADS_FLAG[@]}" db build --corpus "$DATA/corpus/wiki-vital-en.jsonl.gz" \
-  --tokenizer "$SMOL/tokenizer.json" --embedder "$DATA/models/minilm-l6-v2" --out "$DB" > /dev/null
+bash scripts/wiki-db.sh "$DATA" "$DB" "${THREADS_FLAG[@]}" > /dev/null
 
 train() { # RUN_DIR ARGS...: start the run, or resume it when it exists
   local dir=$1; shift

@@ -29,9 +29,7 @@ bash scripts/ensure-system-packages.sh
 cargo build --release -q -p retro-cli
 mkdir -p "$OUT"
 # Finished stages are skipped, so this is quick when the DB is already built.
-$RETRO "${THREADS_FLAG[@]}" db build --corpus "$DATA/corpus/wiki-vital-en.jsonl.gz" \
-  --tokenizer "$DATA/models/smollm2-135m-instruct/tokenizer.json" \
-  --embedder "$DATA/models/minilm-l6-v2" --out "$DB" > /dev/null
+bash scripts/wiki-db.sh "$DATA" "$DB" "${THREADS_FLAG[@]}" > /dev/null
 
 run() { # NAME MODEL ENCODER CONTEXTS
   for set in $SETS; do
