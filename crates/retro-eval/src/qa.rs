@@ -79,14 +79,6 @@ pub struct QaSummary {
     pub n: usize,
 }
 
-impl QaSummary {
-    pub fn of(task: QaTask, results: &[QaResult]) -> Self {
-        let mut sums = RunningSums::default();
-        results.iter().for_each(|r| sums.add(r));
-        sums.summary(task)
-    }
-}
-
 /// Sums of the scores so far, so that the running summary costs O(1) per answer.
 #[derive(Debug, Clone, Copy, Default)]
 struct RunningSums {

@@ -29,4 +29,4 @@ pub use rms_norm::rms_norm;
 pub use rope::rope;
 pub use softmax::{masked_softmax_last_dim, softmax_last_dim};
 pub use swiglu::swiglu;
-pub use switch::enabled;
+pub use switch::{allowed_by_env, enabled};

@@ -7,5 +7,11 @@ use candle_core::{DType, Tensor};
 pub fn enabled(ts: &[&Tensor]) -> bool {
     ts.iter()
         .all(|t| t.device().is_cpu() && t.dtype() == DType::F32)
-        && std::env::var("RETRO_FUSED").map_or(true, |v| v.trim() != "0")
+        && allowed_by_env()
+}
+
+/// False when the environment variable `RETRO_FUSED` is `0`. Read on every call, so that a
+/// process (a test, a benchmark) can compare both paths.
+pub fn allowed_by_env() -> bool {
+    std::env::var("RETRO_FUSED").map_or(true, |v| v.trim() != "0")
 }

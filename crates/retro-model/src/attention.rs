@@ -71,7 +71,8 @@ impl Projections {
                 None => ops::softmax_last_dim(&scores)?,
             }
             .reshape((b, nkv, rep * t, s))?;
-            probs.matmul(&v.contiguous()?)?.reshape((b, nh, t, hd))? // (b, nkv, rep*t, hd)
+            // (b, nkv, rep*t, hd) → (b, heads, t, hd)
+            probs.matmul(&v.contiguous()?)?.reshape((b, nh, t, hd))?
         };
         let out = out.transpose(1, 2)?.reshape((b, t, nh * hd))?;
         self.o_proj.forward(&out)

@@ -77,7 +77,7 @@ pub fn run(args: TrainStepBench) -> Result<()> {
         .copied()
         .min_by(|a, b| a[0].total_cmp(&b[0]))
         .unwrap();
-    let fused = std::env::var("RETRO_FUSED").map_or(true, |v| v.trim() != "0");
+    let fused = retro_kernels::allowed_by_env();
     let report = serde_json::json!({
         "impl": if fused { "ours-fused" } else { "ours-composed" },
         "batch": b, "seq": n, "retrieval": !args.no_retrieval, "steps": args.steps, "warmup": args.warmup,
