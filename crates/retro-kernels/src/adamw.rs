@@ -1,8 +1,15 @@
-//! AdamW's update done in place on the parameter and its moments, with no allocation: three
-//! parallel passes (first moment, second moment, parameter). candle-nn's AdamW and the composed
-//! version allocate about a dozen full-size tensors per parameter per step.
+//! AdamW's update in one pass: each element of the parameter, its two moments and its gradient is
+//! read once and the three state values written once, with no allocation. candle-nn's AdamW and
+//! the composed formula allocate about a dozen full-size tensors per parameter per step and sweep
+//! memory once per tensor op; at SmolLM2's 150 M parameters the optimizer is memory-bound, so the
+//! number of sweeps is its cost.
+//!
+//! The moments are plain `f32` slices owned by the caller, not tensors: a candle in-place op can
+//! write only one tensor, and the update must write three.
 
-use candle_core::{bail, CpuStorage, InplaceOp2, InplaceOp3, Layout, Result, Tensor};
+use std::sync::Mutex;
+
+use candle_core::{bail, CpuStorage, InplaceOp2, Layout, Result, Tensor};
 use rayon::prelude::*;
 
 use crate::rows::{f32_slice, f32_slice_mut, ELEMS_PER_TASK};
@@ -20,27 +27,16 @@ pub struct AdamWHyper {
     pub decay_factor: f64,
 }
 
-/// `m ← β·m + (1−β)·g` (or with `g²`).
-struct Moment {
-    beta: f32,
-    square: bool,
-}
-
-/// `p ← p·decay − lr · (m/bc1) / (sqrt(v/bc2) + eps)`.
-struct Param {
+/// `m ← β₁m + (1−β₁)g`, `v ← β₂v + (1−β₂)g²`, `p ← p·decay − lr · (m/bc1) / (sqrt(v/bc2) + eps)`.
+struct Update<'a> {
     h: AdamWHyper,
+    /// The first and second moments, written during the op (a `Mutex` because the op is `&self`).
+    moments: Mutex<(&'a mut [f32], &'a mut [f32])>,
 }
 
-fn check_len(op: &str, a: usize, b: usize) -> Result<()> {
-    if a != b {
-        bail!("{op}: {a} elements against {b}");
-    }
-    Ok(())
-}
-
-impl InplaceOp2 for Moment {
+impl InplaceOp2 for Update<'_> {
     fn name(&self) -> &'static str {
-        "retro-adamw-moment"
+        "retro-adamw"
     }
 
     fn cpu_fwd(
@@ -49,93 +45,65 @@ impl InplaceOp2 for Moment {
         l1: &Layout,
         s2: &CpuStorage,
         l2: &Layout,
-    ) -> Result<()> {
-        let m = f32_slice_mut(self.name(), s1, l1)?;
-        let g = f32_slice(self.name(), s2, l2)?;
-        check_len(self.name(), m.len(), g.len())?;
-        let (b, c) = (self.beta, 1.0 - self.beta);
-        let square = self.square;
-        m.par_chunks_mut(ELEMS_PER_TASK)
-            .zip(g.par_chunks(ELEMS_PER_TASK))
-            .for_each(|(m, g)| {
-                if square {
-                    for (mi, &gi) in m.iter_mut().zip(g) {
-                        *mi = b * *mi + c * (gi * gi);
-                    }
-                } else {
-                    for (mi, &gi) in m.iter_mut().zip(g) {
-                        *mi = b * *mi + c * gi;
-                    }
-                }
-            });
-        Ok(())
-    }
-}
-
-impl InplaceOp3 for Param {
-    fn name(&self) -> &'static str {
-        "retro-adamw-param"
-    }
-
-    fn cpu_fwd(
-        &self,
-        s1: &mut CpuStorage,
-        l1: &Layout,
-        s2: &CpuStorage,
-        l2: &Layout,
-        s3: &CpuStorage,
-        l3: &Layout,
     ) -> Result<()> {
         let p = f32_slice_mut(self.name(), s1, l1)?;
-        let m = f32_slice(self.name(), s2, l2)?;
-        let v = f32_slice(self.name(), s3, l3)?;
-        check_len(self.name(), p.len(), m.len())?;
-        check_len(self.name(), p.len(), v.len())?;
+        let g = f32_slice(self.name(), s2, l2)?;
+        let mut moments = self.moments.lock().unwrap_or_else(|e| e.into_inner());
+        let (m, v) = &mut *moments;
+        for (what, len) in [("gradient", g.len()), ("m", m.len()), ("v", v.len())] {
+            if len != p.len() {
+                bail!(
+                    "{}: {what} has {len} elements, the parameter {}",
+                    self.name(),
+                    p.len()
+                );
+            }
+        }
         let h = self.h;
-        let (inv_bc1, inv_bc2) = (
-            (1.0 / h.bias_correction1) as f32,
-            (1.0 / h.bias_correction2) as f32,
-        );
-        let (lr, eps, decay) = (h.lr as f32, h.eps as f32, h.decay_factor as f32);
+        let f = |x: f64| x as f32;
+        let (b1, c1, b2, c2) = (f(h.beta1), f(1.0 - h.beta1), f(h.beta2), f(1.0 - h.beta2));
+        let (inv_bc1, inv_bc2) = (f(1.0 / h.bias_correction1), f(1.0 / h.bias_correction2));
+        let (lr, eps, decay) = (f(h.lr), f(h.eps), f(h.decay_factor));
         p.par_chunks_mut(ELEMS_PER_TASK)
+            .zip(g.par_chunks(ELEMS_PER_TASK))
             .zip(
-                m.par_chunks(ELEMS_PER_TASK)
-                    .zip(v.par_chunks(ELEMS_PER_TASK)),
+                m.par_chunks_mut(ELEMS_PER_TASK)
+                    .zip(v.par_chunks_mut(ELEMS_PER_TASK)),
             )
-            .for_each(|(p, (m, v))| {
-                for i in 0..p.len() {
-                    let update = (m[i] * inv_bc1) / ((v[i] * inv_bc2).sqrt() + eps);
-                    p[i] = p[i] * decay - lr * update;
+            .for_each(|((p, g), (m, v))| {
+                for (((p, &g), m), v) in p.iter_mut().zip(g).zip(m.iter_mut()).zip(v.iter_mut()) {
+                    *m = b1 * *m + c1 * g;
+                    *v = b2 * *v + c2 * (g * g);
+                    let update = (*m * inv_bc1) / ((*v * inv_bc2).sqrt() + eps);
+                    *p = *p * decay - lr * update;
                 }
             });
         Ok(())
     }
 }
 
-/// One AdamW update of `param` with gradient `grad`, moments `m` and `v` updated in place. All
-/// four are f32 CPU tensors of one shape; `param`, `m` and `v` must be contiguous and must not
-/// share storage with anything that should keep the old values.
+/// One AdamW update of `param` (a contiguous f32 CPU tensor, written in place) with gradient
+/// `grad` of the same shape, and its moments `m` and `v` (as many elements) updated in place.
 pub fn adamw_update(
     param: &Tensor,
-    m: &Tensor,
-    v: &Tensor,
     grad: &Tensor,
+    m: &mut [f32],
+    v: &mut [f32],
     h: AdamWHyper,
 ) -> Result<()> {
+    if param.dims() != grad.dims() {
+        bail!(
+            "retro-adamw: gradient shape {:?}, parameter {:?}",
+            grad.dims(),
+            param.dims()
+        );
+    }
     let grad = grad.contiguous()?;
-    m.inplace_op2(
+    param.inplace_op2(
         &grad,
-        &Moment {
-            beta: h.beta1 as f32,
-            square: false,
+        &Update {
+            h,
+            moments: Mutex::new((m, v)),
         },
-    )?;
-    v.inplace_op2(
-        &grad,
-        &Moment {
-            beta: h.beta2 as f32,
-            square: true,
-        },
-    )?;
-    param.inplace_op3(m, v, &Param { h })
+    )
 }

@@ -1,4 +1,4 @@
-//! In-place AdamW: three steps equal the formula written with candle tensor ops (decay and no
+//! One-pass AdamW: three steps equal the formula written with candle tensor ops (decay and no
 //! decay), the moments are updated in place, and mismatched shapes fail.
 
 mod common;
@@ -28,21 +28,21 @@ fn three_steps_equal_the_composed_formula() -> Result<()> {
         (&[40_001][..], true),
     ] {
         let p = rand(1, shape, -1.0, 1.0)?.copy()?;
-        let m = p.zeros_like()?;
-        let v = p.zeros_like()?;
-        let (mut pr, mut mr, mut vr) = (p.copy()?, m.copy()?, v.copy()?);
+        let n = p.elem_count();
+        let (mut m, mut v) = (vec![0f32; n], vec![0f32; n]);
+        let (mut pr, mut mr, mut vr) = (p.copy()?, p.zeros_like()?, p.zeros_like()?);
         for t in 1..=3 {
             let g = rand(10 + t as u64, shape, -0.5, 0.5)?;
             let h = hyper(t, 1e-2, decay);
-            adamw_update(&p, &m, &v, &g, h)?;
+            adamw_update(&p, &g, &mut m, &mut v, h)?;
             mr = ((&mr * h.beta1)? + (&g * (1.0 - h.beta1))?)?;
             vr = ((&vr * h.beta2)? + (g.sqr()? * (1.0 - h.beta2))?)?;
             let upd =
                 ((&mr / h.bias_correction1)? / ((&vr / h.bias_correction2)?.sqrt()? + h.eps)?)?;
             pr = ((&pr * h.decay_factor)? - (upd * h.lr)?)?;
         }
-        assert_close("m", &m, &mr, 1e-5)?;
-        assert_close("v", &v, &vr, 1e-5)?;
+        assert_close("m", &Tensor::from_slice(&m, shape, p.device())?, &mr, 1e-5)?;
+        assert_close("v", &Tensor::from_slice(&v, shape, p.device())?, &vr, 1e-5)?;
         assert_close("param", &p, &pr, 1e-5)?;
     }
     Ok(())
@@ -51,11 +51,20 @@ fn three_steps_equal_the_composed_formula() -> Result<()> {
 #[test]
 fn strided_gradient_and_mismatched_shapes() -> Result<()> {
     let p = rand(1, &[4, 3], -1.0, 1.0)?.copy()?;
-    let (m, v) = (p.zeros_like()?, p.zeros_like()?);
+    let (mut m, mut v) = (vec![0f32; 12], vec![0f32; 12]);
     let g = rand(2, &[3, 4], -1.0, 1.0)?.t()?; // (4, 3) view, not contiguous
-    adamw_update(&p, &m, &v, &g, hyper(1, 1e-3, true))?;
-    assert_close("m after one step", &m, &(g.contiguous()? * 0.1)?, 1e-6)?;
-    let wrong = Tensor::zeros(5, candle_core::DType::F32, &candle_core::Device::Cpu)?;
-    assert!(adamw_update(&p, &m, &v, &wrong, hyper(2, 1e-3, true)).is_err());
+    adamw_update(&p, &g, &mut m, &mut v, hyper(1, 1e-3, true))?;
+    let m_tensor = Tensor::from_slice(&m, (4, 3), p.device())?;
+    assert_close(
+        "m after one step",
+        &m_tensor,
+        &(g.contiguous()? * 0.1)?,
+        1e-6,
+    )?;
+    let wrong = Tensor::zeros(12, candle_core::DType::F32, p.device())?;
+    let err = adamw_update(&p, &wrong, &mut m, &mut v, hyper(2, 1e-3, true)).unwrap_err();
+    assert!(err.to_string().contains("gradient shape"), "{err}");
+    let err = adamw_update(&p, &g, &mut m[..5], &mut v, hyper(2, 1e-3, true)).unwrap_err();
+    assert!(err.to_string().contains("m has 5 elements"), "{err}");
     Ok(())
 }

@@ -5,10 +5,9 @@
 //! Written out rather than taken from `candle_nn::AdamW` because that one applies decay to every
 //! parameter and keeps its moments private, so they could not be checkpointed.
 //!
-//! On the CPU (f32, contiguous) a step updates each parameter and its moments in place with
-//! `retro_kernels::adamw_update` (no allocation; issue 6). Elsewhere, or with `RETRO_FUSED=0`, it
-//! is the same formula in candle tensor ops. `load_state` copies the moments it is given, so a
-//! step never writes into the caller's tensors.
+//! On the CPU (f32, contiguous) a step updates each parameter and its moments in place, in one
+//! pass, with `retro_kernels::adamw_update` (no allocation; issue 6); the moments are then plain
+//! vectors. Elsewhere, or with `RETRO_FUSED=0`, it is the same formula in candle tensor ops.
 
 use std::collections::HashMap;
 
@@ -34,12 +33,19 @@ impl Default for AdamWConfig {
     }
 }
 
+/// A parameter's two moments: plain vectors that the one-pass CPU kernel updates in place, or
+/// tensors for candle's composed formula (other devices and dtypes, or `RETRO_FUSED=0` when the
+/// optimizer was made).
+enum Moments {
+    Host { m: Vec<f32>, v: Vec<f32> },
+    Tensors { m: Tensor, v: Tensor },
+}
+
 /// One trained parameter and its moments.
 struct Slot {
     name: String,
     var: Var,
-    m: Tensor,
-    v: Tensor,
+    moments: Moments,
     decay: bool,
 }
 
@@ -56,12 +62,22 @@ impl AdamW {
         let slots = params
             .into_iter()
             .map(|(name, var)| {
-                // Two separate buffers: the in-place update writes each moment on its own.
+                let p = var.as_tensor();
+                let moments = if retro_kernels::enabled(&[p]) {
+                    Moments::Host {
+                        m: vec![0.0; p.elem_count()],
+                        v: vec![0.0; p.elem_count()],
+                    }
+                } else {
+                    Moments::Tensors {
+                        m: p.zeros_like()?,
+                        v: p.zeros_like()?,
+                    }
+                };
                 Ok(Slot {
-                    decay: var.as_tensor().rank() >= 2,
+                    decay: p.rank() >= 2,
                     name,
-                    m: var.as_tensor().zeros_like()?,
-                    v: var.as_tensor().zeros_like()?,
+                    moments,
                     var,
                 })
             })
@@ -115,62 +131,96 @@ impl AdamW {
             } else {
                 1.0
             };
-            let in_place = allow_fused
-                && retro_kernels::enabled(&[p, &slot.m, &slot.v, &g])
-                && [p, &slot.m, &slot.v].iter().all(|t| t.is_contiguous());
-            if in_place {
-                let h = retro_kernels::AdamWHyper {
-                    lr,
-                    beta1,
-                    beta2,
-                    eps,
-                    bias_correction1: bc1,
-                    bias_correction2: bc2,
-                    decay_factor,
-                };
-                retro_kernels::adamw_update(p, &slot.m, &slot.v, &g, h)?;
-                continue;
+            let fused = allow_fused && p.is_contiguous() && retro_kernels::enabled(&[p, &g]);
+            match &mut slot.moments {
+                Moments::Host { m, v } if fused => {
+                    let h = retro_kernels::AdamWHyper {
+                        lr,
+                        beta1,
+                        beta2,
+                        eps,
+                        bias_correction1: bc1,
+                        bias_correction2: bc2,
+                        decay_factor,
+                    };
+                    retro_kernels::adamw_update(p, &g, m, v, h)?;
+                    continue;
+                }
+                _ => {}
             }
-            slot.m = ((&slot.m * beta1)? + (&g * (1.0 - beta1))?)?;
-            slot.v = ((&slot.v * beta2)? + (g.sqr()? * (1.0 - beta2))?)?;
-            let update = ((&slot.m / bc1)? / ((&slot.v / bc2)?.sqrt()? + eps)?)?;
+            let (m, v) = match &slot.moments {
+                Moments::Host { m, v } => (
+                    Tensor::from_slice(m, p.shape(), p.device())?,
+                    Tensor::from_slice(v, p.shape(), p.device())?,
+                ),
+                Moments::Tensors { m, v } => (m.clone(), v.clone()),
+            };
+            let m = ((m * beta1)? + (&g * (1.0 - beta1))?)?;
+            let v = ((v * beta2)? + (g.sqr()? * (1.0 - beta2))?)?;
+            let update = ((&m / bc1)? / ((&v / bc2)?.sqrt()? + eps)?)?;
             let decayed = (p * decay_factor)?;
             slot.var.set(&(decayed - (update * lr)?)?)?;
+            slot.moments = match slot.moments {
+                Moments::Host { .. } => Moments::Host {
+                    m: m.flatten_all()?.to_vec1()?,
+                    v: v.flatten_all()?.to_vec1()?,
+                },
+                Moments::Tensors { .. } => Moments::Tensors { m, v },
+            };
         }
         Ok(())
     }
 
-    /// The moments as tensors `NAME.exp_avg` / `NAME.exp_avg_sq` (PyTorch's names), for a checkpoint.
-    /// They share storage with the live moments, which the next in-place [`AdamW::step`]
-    /// overwrites: save them before stepping again.
-    pub fn state_tensors(&self) -> HashMap<String, Tensor> {
+    /// The moments as tensors `NAME.exp_avg` / `NAME.exp_avg_sq` (PyTorch's names), for a
+    /// checkpoint: copies, so later steps do not change them.
+    pub fn state_tensors(&self) -> Result<HashMap<String, Tensor>> {
         let mut out = HashMap::new();
         for s in &self.slots {
-            out.insert(format!("{}.exp_avg", s.name), s.m.clone());
-            out.insert(format!("{}.exp_avg_sq", s.name), s.v.clone());
+            let p = s.var.as_tensor();
+            let (m, v) = match &s.moments {
+                Moments::Host { m, v } => (
+                    Tensor::from_slice(m, p.shape(), p.device())?,
+                    Tensor::from_slice(v, p.shape(), p.device())?,
+                ),
+                Moments::Tensors { m, v } => (m.copy()?, v.copy()?),
+            };
+            out.insert(format!("{}.exp_avg", s.name), m);
+            out.insert(format!("{}.exp_avg_sq", s.name), v);
         }
-        out
+        Ok(out)
     }
 
-    /// Restores moments saved by [`AdamW::state_tensors`] and the step count.
+    /// Restores moments saved by [`AdamW::state_tensors`] and the step count. The moments are
+    /// copied, so a later step never writes into the caller's tensors.
     pub fn load_state(&mut self, tensors: &HashMap<String, Tensor>, steps: u64) -> Result<()> {
         for s in &mut self.slots {
-            for (suffix, dst) in [("exp_avg", &mut s.m), ("exp_avg_sq", &mut s.v)] {
+            let p = s.var.as_tensor();
+            let get = |suffix: &str| -> Result<Tensor> {
                 let key = format!("{}.{suffix}", s.name);
                 let t = tensors
                     .get(&key)
                     .with_context(|| format!("optimizer state has no tensor {key}"))?;
-                if t.dims() != s.var.as_tensor().dims() || t.dtype() != DType::F32 {
+                if t.dims() != p.dims() || t.dtype() != DType::F32 {
                     anyhow::bail!(
                         "optimizer state {key}: shape {:?} {:?}, the parameter is {:?} F32",
                         t.dims(),
                         t.dtype(),
-                        s.var.as_tensor().dims()
+                        p.dims()
                     );
                 }
-                // A copy of its own: the in-place step must not write into the caller's tensor.
-                *dst = t.to_device(s.var.as_tensor().device())?.copy()?;
-            }
+                Ok(t.to_device(p.device())?)
+            };
+            let (m, v) = (get("exp_avg")?, get("exp_avg_sq")?);
+            s.moments = match s.moments {
+                Moments::Host { .. } => Moments::Host {
+                    m: m.flatten_all()?.to_vec1()?,
+                    v: v.flatten_all()?.to_vec1()?,
+                },
+                Moments::Tensors { .. } => Moments::Tensors {
+                    m: m.copy()?,
+                    v: v.copy()?,
+                },
+            };
         }
         self.steps = steps;
         Ok(())
@@ -266,7 +316,7 @@ mod tests {
                 .to_scalar::<f32>()?;
             assert!(d < 1e-6, "{name}: fused and composed differ by {d}");
         }
-        let (sa, sb) = (a.state_tensors(), b.state_tensors());
+        let (sa, sb) = (a.state_tensors()?, b.state_tensors()?);
         for (k, ta) in &sa {
             let d = (ta - &sb[k])?.abs()?.max_all()?.to_scalar::<f32>()?;
             assert!(d < 1e-6, "{k}: moments differ by {d}");

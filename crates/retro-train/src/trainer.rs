@@ -329,7 +329,7 @@ fn run(
         if state.step % options.save_every == 0 || last {
             let ckpt = Checkpoint {
                 weights: &current_weights(&weights, &vars)?,
-                optimizer: optimizer.state_tensors(),
+                optimizer: optimizer.state_tensors()?,
                 state: &state,
                 tokenizer_dir: Some(&tokenizer_dir),
             };

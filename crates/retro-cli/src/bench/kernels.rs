@@ -172,7 +172,6 @@ pub fn run(a: KernelsBench) -> Result<()> {
 
     let p = rand(&[a.adamw_params], -1.0, 1.0)?;
     let g = rand(&[a.adamw_params], -0.1, 0.1)?;
-    let (m, v) = (p.zeros_like()?, p.zeros_like()?);
     let h = retro_kernels::AdamWHyper {
         lr: 1e-4,
         beta1: 0.9,
@@ -182,9 +181,12 @@ pub fn run(a: KernelsBench) -> Result<()> {
         bias_correction2: 0.05,
         decay_factor: 1.0 - 1e-5,
     };
-    let fused = median_ms(r, || Ok(retro_kernels::adamw_update(&p, &m, &v, &g, h)?))?;
+    let (mut m, mut v) = (vec![0f32; a.adamw_params], vec![0f32; a.adamw_params]);
+    let fused = median_ms(r, || {
+        Ok(retro_kernels::adamw_update(&p, &g, &mut m, &mut v, h)?)
+    })?;
     let pv = Var::from_tensor(&p)?;
-    let (mut mc, mut vc) = (m.copy()?, v.copy()?);
+    let (mut mc, mut vc) = (p.zeros_like()?, p.zeros_like()?);
     let composed = median_ms(r, || {
         mc = ((&mc * h.beta1)? + (&g * (1.0 - h.beta1))?)?;
         vc = ((&vc * h.beta2)? + (g.sqr()? * (1.0 - h.beta2))?)?;
