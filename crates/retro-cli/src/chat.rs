@@ -57,6 +57,7 @@ pub fn run(a: ChatArgs) -> Result<()> {
             (false, Some(_)) => anyhow::bail!("--k needs --db"),
             (false, None) => RetrievalRequest::Off,
         },
+        stop_strings: Vec::new(),
     };
     let interactive = std::io::stdin().is_terminal();
     if interactive {

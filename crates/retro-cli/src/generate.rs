@@ -44,6 +44,9 @@ pub struct GenerateArgs {
     /// Generate without retrieval (the Retro model's plain decoder; gate 0).
     #[arg(long)]
     no_retrieval: bool,
+    /// End generation when the text contains STOP, and print the text before it (repeatable, at most 4).
+    #[arg(long = "stop", value_name = "STOP")]
+    stop_strings: Vec<String>,
     /// Print one JSON object at the end ({"text", "tokens", "retrievals"}) instead of streaming text.
     #[arg(long)]
     json: bool,
@@ -79,6 +82,7 @@ pub fn run(a: GenerateArgs) -> Result<()> {
         } else {
             RetrievalRequest::Auto
         },
+        stop_strings: a.stop_strings.clone(),
     };
     let stream = !a.json;
     let done = engine.generate(&Prompt::Text(prompt), &request, &mut |piece| {

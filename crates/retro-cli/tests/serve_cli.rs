@@ -262,6 +262,41 @@ fn completions_plain_streamed_retrieval_and_bad_requests() {
         plain["choices"][0]["finish_reason"]
     );
 
+    // Stop strings: the text ends just before the first occurrence of a string taken from the reference text,
+    // plain and streamed alike (no piece carries any of it), and `retro generate --stop` agrees.
+    let at = (text.len() / 4..text.len())
+        .find(|&i| text.is_char_boundary(i) && text[i..].chars().nth(2).is_some())
+        .unwrap();
+    let stop: String = text[at..].chars().take(3).collect();
+    let expected = &text[..text.find(stop.as_str()).unwrap()];
+    let body = json!({"prompt": PROMPT, "max_tokens": 24, "stop": [stop, "never appears \u{1}"],
+        "retrieval": {"enabled": false}});
+    let stopped = server.post("/v1/completions", &body).json();
+    assert_eq!(stopped["choices"][0]["text"], expected, "stop {stop:?}");
+    assert_eq!(stopped["choices"][0]["finish_reason"], "stop");
+    assert!(stopped["usage"]["completion_tokens"].as_u64().unwrap() < n_generated);
+    let mut streamed = body.clone();
+    streamed["stream"] = json!(true);
+    let events = server.post("/v1/completions", &streamed).events();
+    let joined: String = events
+        .iter()
+        .map(|e| e["choices"][0]["text"].as_str().unwrap())
+        .collect();
+    assert_eq!(joined, expected);
+    assert_eq!(
+        events.last().unwrap()["choices"][0]["finish_reason"],
+        "stop"
+    );
+    let cli = generate_json(&["--no-retrieval", "--json", "--stop", &stop], "24");
+    assert_eq!(cli["text"], expected);
+    for bad in [json!(""), json!(["a", "b", "c", "d", "e"]), json!(3)] {
+        error_of(
+            &server.post("/v1/completions", &json!({"prompt": PROMPT, "stop": bad})),
+            400,
+            "stop",
+        );
+    }
+
     // With retrieval (the default when the server has a DB): the retrievals of `retro generate --db`.
     let reference = generate_json(&["--db", p(&f.db), "--json"], "24");
     let r = server.post(

@@ -16,7 +16,7 @@ use anyhow::{bail, Context, Result};
 use retro_data::chat::format_context;
 use retro_data::ChatTemplate;
 use retro_db::RetrievalDb;
-use retro_model::{generate, generate_plain, GenerateOptions, Mode, SamplingOptions};
+use retro_model::{generate, generate_plain, GenerateOptions, Mode, SamplingOptions, TokenFlow};
 use retro_serve::{Engine, LoadedModel};
 use serde::{Deserialize, Serialize};
 
@@ -282,7 +282,7 @@ fn answer(
         sampling: SamplingOptions::greedy(),
         stop: stop.to_vec(),
     };
-    let mut ignore = |_: u32| Ok(());
+    let mut ignore = |_: u32| Ok(TokenFlow::Continue(()));
     let tokens = match (engine.model(), o.encoder) {
         (LoadedModel::Gpt(gpt), _) => generate_plain(gpt, &ids, &opts, &mut ignore)?,
         (LoadedModel::Retro(retro), Encoder::Off) => {

@@ -47,7 +47,7 @@ pub use retro::RetroModel;
 pub use retro_config::{default_retro_layer_numbers, RetroConfig, RetroOptions};
 pub use retro_generate::{
     generate, generate_plain, pad_tokens, GenerateOptions, Generation, Mode, Neighbor, Retrieval,
-    Retriever, RetroCache,
+    Retriever, RetroCache, TokenFlow,
 };
 pub use retro_weights::{retrofit, CcaInit, ParamCounts, RetroInit, RetroWeights};
 pub use sampling::{Sampler, SamplingOptions};

@@ -33,6 +33,8 @@
 //! any neighbours, so there is no circularity. A chunk completed by the very last generated token
 //! is not retrieved: nothing would attend to it.
 
+use std::ops::ControlFlow;
+
 use anyhow::{bail, Context, Result};
 use candle_core::{DType, Device, IndexOp, Module, Tensor};
 
@@ -337,6 +339,11 @@ fn neighbor_tensor(
     )?))
 }
 
+/// What `on_token` returns after each token: `Continue`, or `Break` to end generation there (a
+/// caller's own stop rule, e.g. a stop string completed by the token). An error ends it too, and
+/// is returned.
+pub type TokenFlow = ControlFlow<()>;
+
 /// Generates up to `opts.max_new` tokens after `prompt` (batch 1), calling `on_token` with each
 /// token as soon as it is chosen (for streaming).
 ///
@@ -350,7 +357,7 @@ pub fn generate(
     mut retriever: Option<&mut dyn Retriever>,
     opts: &GenerateOptions,
     mode: Mode,
-    on_token: &mut dyn FnMut(u32) -> Result<()>,
+    on_token: &mut dyn FnMut(u32) -> Result<TokenFlow>,
 ) -> Result<Generation> {
     if prompt.is_empty() {
         bail!("empty prompt");
@@ -446,12 +453,12 @@ pub fn generate(
 
 /// Sampled generation with the plain decoder and its KV cache (a GPT, or `--no-retrieval`):
 /// the prompt in one forward, then one token per step. Ends at a stop token, after
-/// `opts.max_new` tokens, or when the sequence reaches the context.
+/// `opts.max_new` tokens, when `on_token` breaks, or when the sequence reaches the context.
 pub fn generate_plain(
     model: &Llama,
     prompt: &[u32],
     opts: &GenerateOptions,
-    on_token: &mut dyn FnMut(u32) -> Result<()>,
+    on_token: &mut dyn FnMut(u32) -> Result<TokenFlow>,
 ) -> Result<Vec<u32>> {
     if prompt.is_empty() {
         bail!("empty prompt");
@@ -474,8 +481,7 @@ pub fn generate_plain(
         let logits: Vec<f32> = model.logits(&last)?.flatten_all()?.to_vec1()?;
         let next = sampler.sample(&logits)?;
         out.push(next);
-        on_token(next)?;
-        if opts.stop.contains(&next) {
+        if on_token(next)?.is_break() || opts.stop.contains(&next) {
             break;
         }
         input = Tensor::new(&[next], &device)?.unsqueeze(0)?;
@@ -483,16 +489,16 @@ pub fn generate_plain(
     Ok(out)
 }
 
-/// Appends `next`; true when it is a stop token.
+/// Appends `next`; true when it is a stop token or `on_token` breaks.
 fn push_token(
     next: u32,
     seq: &mut Vec<u32>,
     out: &mut Generation,
     opts: &GenerateOptions,
-    on_token: &mut dyn FnMut(u32) -> Result<()>,
+    on_token: &mut dyn FnMut(u32) -> Result<TokenFlow>,
 ) -> Result<bool> {
     seq.push(next);
     out.tokens.push(next);
-    on_token(next)?;
-    Ok(opts.stop.contains(&next))
+    let flow = on_token(next)?;
+    Ok(flow.is_break() || opts.stop.contains(&next))
 }

@@ -11,7 +11,7 @@ use retro_model::generate::greedy;
 use retro_model::tiny::{random_ids, random_retro_weights, tiny_retro_config};
 use retro_model::{
     generate, GenerateOptions, Generation, Mode, Neighbor, Retriever, RetroConfig, RetroModel,
-    SamplingOptions,
+    SamplingOptions, TokenFlow,
 };
 
 const V: usize = 97;
@@ -73,7 +73,7 @@ fn run(
         mode,
         &mut |t| {
             streamed.push(t);
-            Ok(())
+            Ok(TokenFlow::Continue(()))
         },
     )
     .unwrap();
@@ -340,7 +340,7 @@ fn stops_short_neighbour_lists_and_errors() {
         Some(&mut Bad),
         &opts(8, SamplingOptions::greedy()),
         Mode::Cached,
-        &mut |_| Ok(()),
+        &mut |_| Ok(TokenFlow::Continue(())),
     )
     .unwrap_err();
     assert!(format!("{err:#}").contains("retrieved_len = 8"), "{err:#}");
@@ -351,7 +351,7 @@ fn stops_short_neighbour_lists_and_errors() {
         None,
         &opts(1, SamplingOptions::greedy()),
         Mode::Cached,
-        &mut |_| Ok(()),
+        &mut |_| Ok(TokenFlow::Continue(())),
     )
     .unwrap_err();
     assert!(format!("{err:#}").contains("context"), "{err:#}");
@@ -364,4 +364,50 @@ fn stops_short_neighbour_lists_and_errors() {
         Mode::Cached,
     );
     assert_eq!(g.tokens.len(), 3);
+}
+
+/// `on_token` returning `Break` ends generation right after that token, in the plain cached path,
+/// with retrieval, and in full recomputation: the tokens are the uninterrupted run's first ones.
+#[test]
+fn on_token_break_ends_generation_after_that_token() {
+    let prompt = random_ids(V, 7, 11);
+    let m = model(&tiny_retro_config(), 5);
+    let o = opts(20, SamplingOptions::greedy());
+    for (mode, retrieve) in [
+        (Mode::Cached, false),
+        (Mode::Cached, true),
+        (Mode::Recompute, true),
+    ] {
+        let full = run(
+            &m,
+            &prompt,
+            retrieve.then(FakeRetriever::default).as_mut(),
+            &o,
+            mode,
+        );
+        let mut seen = 0;
+        let mut r = FakeRetriever::default();
+        let cut = generate(
+            &m,
+            &prompt,
+            retrieve.then_some(&mut r as &mut dyn Retriever),
+            &o,
+            mode,
+            &mut |_| {
+                seen += 1;
+                Ok(if seen == 5 {
+                    TokenFlow::Break(())
+                } else {
+                    TokenFlow::Continue(())
+                })
+            },
+        )
+        .unwrap();
+        assert_eq!(
+            cut.tokens,
+            full.tokens[..5],
+            "{mode:?}, retrieval {retrieve}"
+        );
+        assert_eq!(seen, 5);
+    }
 }

@@ -14,7 +14,7 @@ use retro_model::generate::greedy;
 use retro_model::tiny::random_ids;
 use retro_model::{
     generate, retrofit, CcaInit, GenerateOptions, Mode, Neighbor, Retriever, RetroInit,
-    RetroOptions, SamplingOptions, Weights,
+    RetroOptions, SamplingOptions, TokenFlow, Weights,
 };
 
 const V: usize = 49152;
@@ -83,7 +83,7 @@ fn smollm2_retro_generation() {
         Some(&mut r),
         &greedy_opts,
         Mode::Cached,
-        &mut |_| Ok(()),
+        &mut |_| Ok(TokenFlow::Continue(())),
     )
     .unwrap();
     assert_eq!(
@@ -150,7 +150,7 @@ fn smollm2_retro_generation() {
         Some(&mut r1),
         &greedy_opts,
         Mode::Cached,
-        &mut |_| Ok(()),
+        &mut |_| Ok(TokenFlow::Continue(())),
     )
     .unwrap();
     let b = generate(
@@ -159,7 +159,7 @@ fn smollm2_retro_generation() {
         Some(&mut r2),
         &greedy_opts,
         Mode::Recompute,
-        &mut |_| Ok(()),
+        &mut |_| Ok(TokenFlow::Continue(())),
     )
     .unwrap();
     assert_eq!(a, b);

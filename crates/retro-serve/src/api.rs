@@ -30,6 +30,7 @@ pub fn retrievals_json(engine: &Engine, retrievals: &[Retrieval]) -> Value {
 
 use crate::api_error::ApiError;
 use crate::engine::{Completion, GenerateRequest, Prompt, RetrievalRequest};
+use crate::stop_strings::StopStrings;
 use retro_data::chat::{ChatTemplate, Message, Role};
 use retro_model::SamplingOptions;
 use serde::Deserialize;
@@ -56,8 +57,16 @@ pub struct Params {
     pub n: Option<i64>,
     #[serde(default)]
     pub stream: bool,
-    pub stop: Option<serde_json::Value>,
+    pub stop: Option<StopParam>,
     pub retrieval: Option<RetrievalParam>,
+}
+
+/// OpenAI's `stop`: one string or a list of up to four.
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+pub enum StopParam {
+    One(String),
+    Many(Vec<String>),
 }
 
 /// The optional `retrieval` field: `{"enabled": bool, "k": n}`.
@@ -235,15 +244,13 @@ fn generate_request(p: &Params, cap: usize) -> Result<GenerateRequest, ApiError>
             )));
         }
     }
-    let stop_given = match &p.stop {
-        None | Some(serde_json::Value::Null) => false,
-        Some(serde_json::Value::Array(a)) => !a.is_empty(),
-        Some(_) => true,
+    let stop_strings = match &p.stop {
+        None => Vec::new(),
+        Some(StopParam::One(s)) => vec![s.clone()],
+        Some(StopParam::Many(v)) => v.clone(),
     };
-    if stop_given {
-        return Err(ApiError::bad_request(
-            "stop: stop sequences are not supported (generation ends at the model's end-of-text token)",
-        ));
+    if let Err(e) = StopStrings::new(stop_strings.clone()) {
+        return Err(ApiError::bad_request(format!("stop: {e}")));
     }
     let max_new = match (p.max_tokens, p.max_completion_tokens) {
         (Some(m), _) | (None, Some(m)) if m < 1 => {
@@ -306,6 +313,7 @@ fn generate_request(p: &Params, cap: usize) -> Result<GenerateRequest, ApiError>
             seed: p.seed.unwrap_or(0),
         },
         retrieval,
+        stop_strings,
     })
 }
 

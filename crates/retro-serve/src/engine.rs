@@ -17,6 +17,7 @@
 
 use crate::db_retriever::DbRetriever;
 use crate::loaded::{stop_tokens, LoadedModel};
+use crate::stop_strings::StopStrings;
 use crate::text_stream::TextStream;
 use anyhow::{Context, Result};
 use retro_data::chat::{ChatTemplate, Message};
@@ -24,6 +25,7 @@ use retro_data::GptTokenizer;
 use retro_model::candle_core::Device;
 use retro_model::{
     generate, generate_plain, GenerateOptions, Generation, Mode, Retrieval, SamplingOptions,
+    TokenFlow,
 };
 use std::path::Path;
 
@@ -75,21 +77,25 @@ pub enum RetrievalRequest {
 }
 
 /// How to generate.
-#[derive(Debug, Clone, Copy, PartialEq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct GenerateRequest {
     /// Tokens to generate at most; generation also ends after a stop token or at the model's context.
     pub max_new: usize,
     pub sampling: SamplingOptions,
     pub retrieval: RetrievalRequest,
+    /// Generation also ends when the text contains one of these (at most 4, none empty); the text
+    /// then ends just before it (OpenAI's `stop`).
+    pub stop_strings: Vec<String>,
 }
 
 impl Default for GenerateRequest {
-    /// 128 tokens, greedy, retrieval when there is a DB.
+    /// 128 tokens, greedy, retrieval when there is a DB, no stop strings.
     fn default() -> Self {
         Self {
             max_new: 128,
             sampling: SamplingOptions::greedy(),
             retrieval: RetrievalRequest::Auto,
+            stop_strings: Vec::new(),
         }
     }
 }
@@ -97,7 +103,7 @@ impl Default for GenerateRequest {
 /// Why generation ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum FinishReason {
-    /// A stop (end-of-text) token.
+    /// A stop (end-of-text) token, or a stop string.
     Stop,
     /// `max_new` tokens, or the model's context.
     Length,
@@ -116,10 +122,10 @@ impl FinishReason {
 /// One finished generation.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Completion {
-    /// The decoded generated tokens (special tokens such as the stop token decode to nothing). Equals the pieces
-    /// passed to `on_piece`, joined.
+    /// The decoded generated tokens (special tokens such as the stop token decode to nothing), cut before a stop
+    /// string. Equals the pieces passed to `on_piece`, joined.
     pub text: String,
-    /// The generated tokens; the stop token that ended generation, if any, is the last.
+    /// The generated tokens; the stop token, or the token that completed a stop string, is the last.
     pub tokens: Vec<u32>,
     /// Length of the prompt in tokens.
     pub prompt_tokens: usize,
@@ -247,8 +253,9 @@ impl Engine {
 
     /// Generates after `prompt`. `on_piece` is called once per generated token with the text it completes (empty
     /// while a UTF-8 character is incomplete, or for a special token), then once more with any remaining text; the
-    /// pieces join to [`Completion::text`]. An error from `on_piece` stops generation and is returned (use it to
-    /// cancel).
+    /// pieces join to [`Completion::text`]. Text that may begin a stop string is held back until it is known not to
+    /// (and a stop string itself is never passed). An error from `on_piece` stops generation and is returned (use it
+    /// to cancel).
     pub fn generate(
         &mut self,
         prompt: &Prompt,
@@ -266,6 +273,10 @@ impl Engine {
                 ids.len()
             ));
         }
+        let mut stop_strings = match StopStrings::new(request.stop_strings.clone()) {
+            Ok(s) => s,
+            Err(e) => return invalid(format!("stop: {e}")),
+        };
         let retrieve = self.resolve_retrieval(request.retrieval)?;
         let opts = GenerateOptions {
             max_new: request.max_new,
@@ -279,9 +290,16 @@ impl Engine {
             ..
         } = self;
         let mut stream = TextStream::new();
-        let mut on_token = |t: u32| -> Result<()> {
-            let piece = stream.push(tokenizer, t)?;
-            on_piece(&piece)
+        let mut text = String::new();
+        let mut on_token = |t: u32| -> Result<TokenFlow> {
+            let piece = stop_strings.push(&stream.push(tokenizer, t)?);
+            text.push_str(&piece);
+            on_piece(&piece)?;
+            Ok(if stop_strings.hit() {
+                TokenFlow::Break(())
+            } else {
+                TokenFlow::Continue(())
+            })
         };
         let generation = match (&*model, retrieve) {
             (LoadedModel::Gpt(gpt), _) => Generation {
@@ -299,15 +317,18 @@ impl Engine {
                 generate(retro, &ids, Some(r), &opts, Mode::Cached, &mut on_token)?
             }
         };
-        let text = tokenizer.decode(&generation.tokens)?;
-        let rest = stream.rest(&text);
+        let decoded = tokenizer.decode(&generation.tokens)?;
+        let mut rest = stop_strings.push(stream.rest(&decoded));
+        rest.push_str(&stop_strings.finish());
         if !rest.is_empty() {
-            on_piece(rest)?;
+            text.push_str(&rest);
+            on_piece(&rest)?;
         }
-        let stopped = generation
-            .tokens
-            .last()
-            .is_some_and(|t| self.stop.contains(t));
+        let stopped = stop_strings.hit()
+            || generation
+                .tokens
+                .last()
+                .is_some_and(|t| self.stop.contains(t));
         Ok(Completion {
             text,
             tokens: generation.tokens,

@@ -8,7 +8,7 @@
 //! - [`engine`]: [`Engine`], [`GenerateRequest`], [`Completion`].
 //! - [`loaded`]: loading a model file or directory ([`LoadedModel`]) and its stop tokens.
 //! - [`db_retriever`]: the DB-backed [`retro_model::Retriever`].
-//! - [`text_stream`]: incremental decoding that never splits a UTF-8 character.
+//! - [`text_stream`]: incremental decoding that never splits a UTF-8 character; [`stop_strings`]: OpenAI's `stop`.
 //! - [`api`]: the JSON wire format (OpenAI-compatible bodies, retrievals); [`api_error`]: its error objects.
 //! - [`worker`]: the model's thread and its bounded queue; [`server`]: the routes, limits and shutdown.
 
@@ -18,6 +18,7 @@ pub mod db_retriever;
 pub mod engine;
 pub mod loaded;
 pub mod server;
+pub mod stop_strings;
 pub mod text_stream;
 pub mod worker;
 
