@@ -9,7 +9,10 @@
 # Every step resumes where a killed run stopped. Sizes from the environment:
 #   FIT_STEPS (default 300), SEQ (256), BATCH (4), LR (1e-4)          the two fitting runs
 #   SFT_STEPS (default 300), SFT_SEQ (512), SFT_BATCH (2), SFT_LR (5e-6, the reference's)
+#   PPL_SAMPLES (default 64)                                          validation samples for the perplexity check
 #   LIMIT (1000), CONTEXTS (5), THREADS; OUT (default experiments/instructretro/out), QA_OUT, REPORT (see qa/run.sh)
+# Between the stages it writes the two fitted models' validation perplexity (OUT/ppl-RUN-{retrieval,gate0}.json;
+# issue 4's claim with SmolLM2 as the base) and their loss curves (docs/instructretro-fit-loss.png).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 DATA=${DATA:-../shared/data}
@@ -38,6 +41,18 @@ train() { # RUN_DIR ARGS...: start the run, or resume it when it exists
 FIT=(--db "$DB" --steps "$FIT_STEPS" --seq-len "$SEQ" --batch "$BATCH" --lr "$LR" --eval-every 0 --save-every 25)
 train "$OUT/retrofit" --mode retrofit --model "$SMOL" "${FIT[@]}"
 train "$OUT/gptfit" --mode gptfit --model "$SMOL" "${FIT[@]}"
+for run in retrofit gptfit; do
+  for r in retrieval gate0; do
+    f="$OUT/ppl-$run-$r.json"
+    [ -f "$f" ] && continue
+    flag=(); [ "$r" = gate0 ] && flag=(--no-retrieval)
+    $RETRO "${THREADS_FLAG[@]}" eval ppl --model "$OUT/$run" --db "$DB" --seq-len "$SEQ" --limit "${PPL_SAMPLES:-64}" \
+      "${flag[@]}" --json > "$f.tmp"
+    mv "$f.tmp" "$f"
+  done
+done
+$RETRO plot gptfit="$OUT/gptfit" retrofit="$OUT/retrofit" --out docs/instructretro-fit-loss.png \
+  --title "SmolLM2-135M-Instruct: retro-fitting vs GPT-fitting (same tokens)"
 SFT=(--mode sft --steps "$SFT_STEPS" --seq-len "$SFT_SEQ" --batch "$SFT_BATCH" --lr "$SFT_LR" --min-lr "$SFT_LR"
      --weight-decay 0.01 --eval-every 0 --save-every 25
      --data "$DATA/sft/self-instruct-human.jsonl.gz:1" --data "$DATA/sft/p3-t0-sample.jsonl.gz:1"
