@@ -24,7 +24,7 @@ use rayon::prelude::*;
 
 use crate::fast_exp::exp;
 use crate::matmul::{gemm, Operand, Write};
-use crate::rows::{dot, f32_slice, max, sum};
+use crate::rows::{dot, f32_slice, max, sum, unfilled};
 
 /// Query rows per forward task and per first backward pass; key rows per second backward pass.
 const BLOCK: usize = 64;
@@ -118,6 +118,16 @@ fn softmax_in_place(y: &mut [f32]) {
     }
 }
 
+/// Unfilled buffers for [`forward`]'s `probs` and `out`.
+///
+/// # Safety
+/// Only for [`forward`], which writes every element of both: each row of `probs` by the Q·Kᵀ gemm
+/// up to its visible keys (at least one) and zeros after them, `out` by the P·V gemm.
+unsafe fn forward_outputs(d: &Dims) -> (Vec<f32>, Vec<f32>) {
+    let rows = d.batch * d.heads * d.t;
+    unsafe { (unfilled(rows * d.s), unfilled(rows * d.head_dim)) }
+}
+
 /// Fills `probs` `(b, heads, t, s)` and `out` `(b, heads, t, head_dim)`.
 fn forward(d: &Dims, q: &[f32], k: &[f32], v: &[f32], probs: &mut [f32], out: &mut [f32]) {
     let (t, s, hd) = (d.t, d.s, d.head_dim);
@@ -181,8 +191,10 @@ struct Grads {
 fn backward(d: &Dims, q: &[f32], k: &[f32], v: &[f32], probs: &[f32], dout: &[f32]) -> Grads {
     let (t, s, hd) = (d.t, d.s, d.head_dim);
     let scale = d.scale();
-    let mut ds = vec![0f32; d.batch * d.heads * t * s];
-    let mut dq = vec![0f32; d.batch * d.heads * t * hd];
+    // SAFETY (unfilled): every row of `ds` is written by the dO·Vᵀ gemm up to its visible keys
+    // and zero-filled after them; `dq` by a gemm with at least one key (`Overwrite`).
+    let mut ds = unsafe { unfilled(d.batch * d.heads * t * s) };
+    let mut dq = unsafe { unfilled(d.batch * d.heads * t * hd) };
     // Pass 1, per block of query rows: dP = dO·Vᵀ, then dS in place, then dQ = dS·K.
     ds.par_chunks_mut(t * s)
         .zip(dq.par_chunks_mut(t * hd))
@@ -238,8 +250,10 @@ fn backward(d: &Dims, q: &[f32], k: &[f32], v: &[f32], probs: &[f32], dout: &[f3
         });
     // Pass 2, per block of keys of one kv head, summed over the query heads that read it:
     // dK = dSᵀ·Q and dV = Pᵀ·dO over the query rows that can see the block.
-    let mut dk = vec![0f32; d.batch * d.kv_heads * s * hd];
-    let mut dv = vec![0f32; d.batch * d.kv_heads * s * hd];
+    // SAFETY (unfilled): the first query head of each group writes every block with `Overwrite`
+    // (zeros where no query row sees the block).
+    let mut dk = unsafe { unfilled(d.batch * d.kv_heads * s * hd) };
+    let mut dv = unsafe { unfilled(d.batch * d.kv_heads * s * hd) };
     let group = d.group_size();
     dk.par_chunks_mut(s * hd)
         .zip(dv.par_chunks_mut(s * hd))
@@ -308,8 +322,7 @@ impl CustomOp3 for Attention {
             f32_slice(self.name(), s2, l2)?,
             f32_slice(self.name(), s3, l3)?,
         );
-        let mut probs = vec![0f32; d.batch * d.heads * d.t * d.s];
-        let mut out = vec![0f32; d.batch * d.heads * d.t * d.head_dim];
+        let (mut probs, mut out) = unsafe { forward_outputs(&d) };
         forward(&d, q, k, v, &mut probs, &mut out);
         if self.save {
             *self.saved_probs.lock().unwrap_or_else(|e| e.into_inner()) = Some(probs);
@@ -346,8 +359,7 @@ impl CustomOp3 for Attention {
             Some(p) => p,
             None => {
                 // A second backward through the same graph: recompute the probabilities.
-                let mut p = vec![0f32; d.batch * d.heads * d.t * d.s];
-                let mut o = vec![0f32; d.batch * d.heads * d.t * d.head_dim];
+                let (mut p, mut o) = unsafe { forward_outputs(&d) };
                 forward(&d, q_, k_, v_, &mut p, &mut o);
                 p
             }

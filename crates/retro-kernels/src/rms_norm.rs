@@ -5,7 +5,7 @@
 use candle_core::{bail, CpuStorage, CustomOp2, CustomOp3, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;
 
-use crate::rows::{dot, dot3, f32_slice, min_rows};
+use crate::rows::{dot, dot3, f32_slice, min_rows, unfilled};
 
 struct RmsNorm {
     eps: f32,
@@ -41,18 +41,20 @@ impl CustomOp2 for RmsNorm {
                 l1.dims()
             );
         }
-        let mut y = vec![0f32; x.len()];
-        if d > 0 {
-            y.par_chunks_mut(d)
-                .zip(x.par_chunks(d))
-                .with_min_len(min_rows(d))
-                .for_each(|(yr, xr)| {
-                    let r = rstd(xr, self.eps);
-                    for ((yi, &xi), &wi) in yr.iter_mut().zip(xr).zip(w) {
-                        *yi = xi * r * wi;
-                    }
-                });
+        if d == 0 {
+            return Ok((CpuStorage::F32(Vec::new()), l1.shape().clone()));
         }
+        // SAFETY (unfilled): every row is written below (d > 0, so the rows cover y).
+        let mut y = unsafe { unfilled(x.len()) };
+        y.par_chunks_mut(d)
+            .zip(x.par_chunks(d))
+            .with_min_len(min_rows(d))
+            .for_each(|(yr, xr)| {
+                let r = rstd(xr, self.eps);
+                for ((yi, &xi), &wi) in yr.iter_mut().zip(xr).zip(w) {
+                    *yi = xi * r * wi;
+                }
+            });
         Ok((CpuStorage::F32(y), l1.shape().clone()))
     }
 
@@ -97,10 +99,14 @@ impl CustomOp3 for RmsNormBwd {
                 x.len()
             );
         }
-        let mut out = vec![0f32; x.len() + d];
         if d == 0 {
-            return Ok((CpuStorage::F32(out), Shape::from(out_len(x.len(), d))));
+            return Ok((
+                CpuStorage::F32(vec![0f32; x.len()]),
+                Shape::from(out_len(x.len(), d)),
+            ));
         }
+        // SAFETY (unfilled): every row of dx is written below and dw is copied in at the end.
+        let mut out = unsafe { unfilled(x.len() + d) };
         let (dx, dw_out) = out.split_at_mut(x.len());
         let rows_per_task =
             min_rows(d).max(x.len() / d / (4 * rayon::current_num_threads()).max(1));

@@ -5,7 +5,7 @@ use candle_core::{bail, CpuStorage, CustomOp2, CustomOp3, Layout, Result, Shape,
 use rayon::prelude::*;
 
 use crate::fast_exp::exp;
-use crate::rows::{f32_slice, ELEMS_PER_TASK};
+use crate::rows::{f32_slice, unfilled, ELEMS_PER_TASK};
 
 struct SwiGlu;
 struct SwiGluBwd;
@@ -40,7 +40,8 @@ impl CustomOp2 for SwiGlu {
         if l1.dims() != l2.dims() {
             bail!("swiglu: shapes {:?} and {:?} differ", l1.dims(), l2.dims());
         }
-        let mut y = vec![0f32; a.len()];
+        // SAFETY (unfilled): the loop below writes every element.
+        let mut y = unsafe { unfilled(a.len()) };
         y.par_chunks_mut(ELEMS_PER_TASK)
             .zip(a.par_chunks(ELEMS_PER_TASK))
             .zip(b.par_chunks(ELEMS_PER_TASK))
@@ -88,7 +89,8 @@ impl CustomOp3 for SwiGluBwd {
         same_len(self.name(), a, b)?;
         same_len(self.name(), a, g)?;
         let n = a.len();
-        let mut out = vec![0f32; 2 * n];
+        // SAFETY (unfilled): the loop below writes every element of `da` and `db`.
+        let mut out = unsafe { unfilled(2 * n) };
         let (da, db) = out.split_at_mut(n);
         da.par_chunks_mut(ELEMS_PER_TASK)
             .zip(db.par_chunks_mut(ELEMS_PER_TASK))

@@ -1,0 +1,75 @@
+//! The kernels that skip zero-filling their outputs (attention, SwiGLU, RMSNorm) still write every
+//! element: run right after the heap held NaN-filled blocks of the outputs' sizes, so that a skipped
+//! element would surface as NaN, their forward and gradients are all finite and equal a run on
+//! zeroed memory. The equality with candle's composed ops is in each op's own test file.
+
+mod common;
+
+use candle_core::{Result, Tensor, Var};
+use common::var;
+
+/// Allocates and frees NaN-filled vectors of these sizes, so that the allocator hands the same
+/// (dirty) memory to the next allocations of those sizes on this thread.
+fn dirty_heap(sizes: &[usize]) {
+    let blocks: Vec<Vec<f32>> = sizes.iter().map(|&n| vec![f32::NAN; n]).collect();
+    std::hint::black_box(&blocks);
+}
+
+/// Forward output and the gradients of `inputs`, as flat vectors.
+fn outputs(y: &Tensor, inputs: &[&Var]) -> Result<Vec<Vec<f32>>> {
+    let grads = (y * y)?.sum_all()?.backward()?;
+    let mut out = vec![y.flatten_all()?.to_vec1::<f32>()?];
+    for v in inputs {
+        out.push(grads.get(v).unwrap().flatten_all()?.to_vec1::<f32>()?);
+    }
+    Ok(out)
+}
+
+fn check(name: &str, sizes: &[usize], run: impl Fn() -> Result<Vec<Vec<f32>>>) -> Result<()> {
+    let clean = run()?;
+    for round in 0..3 {
+        dirty_heap(sizes);
+        let dirty = run()?;
+        for (i, (a, b)) in dirty.iter().zip(&clean).enumerate() {
+            assert!(
+                a.iter().all(|x| x.is_finite()),
+                "{name}: output {i} has a non-finite element after a dirty heap (round {round})"
+            );
+            let first_diff = a.iter().zip(b).position(|(x, y)| x != y);
+            assert_eq!(
+                first_diff, None,
+                "{name}: output {i} differs after a dirty heap (round {round})"
+            );
+        }
+    }
+    Ok(())
+}
+
+#[test]
+fn attention_swiglu_and_rms_norm_write_every_element() -> Result<()> {
+    // Attention: causal with a prefix (s > t) and GQA, so rows see different numbers of keys and
+    // some key blocks are seen by no query row.
+    let (b, h, kv, t, s, d) = (1, 4, 2, 70, 140, 8);
+    let q = var(1, &[b, h, t, d], -2.0, 2.0)?;
+    let k = var(2, &[b, kv, s, d], -2.0, 2.0)?;
+    let v = var(3, &[b, kv, s, d], -2.0, 2.0)?;
+    check("attention", &[h * t * s, h * t * d, kv * s * d], || {
+        let y = retro_kernels::attention(q.as_tensor(), k.as_tensor(), v.as_tensor(), true)?;
+        outputs(&y, &[&q, &k, &v])
+    })?;
+
+    let a = var(4, &[37, 300], -4.0, 4.0)?;
+    let g = var(5, &[37, 300], -4.0, 4.0)?;
+    check("swiglu", &[37 * 300, 2 * 37 * 300], || {
+        let y = retro_kernels::swiglu(a.as_tensor(), g.as_tensor())?;
+        outputs(&y, &[&a, &g])
+    })?;
+
+    let x = var(6, &[37, 300], -4.0, 4.0)?;
+    let w = var(7, &[300], 0.5, 1.5)?;
+    check("rms_norm", &[37 * 300, 37 * 300 + 300], || {
+        let y = retro_kernels::rms_norm(x.as_tensor(), w.as_tensor(), 1e-5)?;
+        outputs(&y, &[&x, &w])
+    })?;
+    Ok(())
+}
