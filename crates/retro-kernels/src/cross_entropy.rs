@@ -9,7 +9,7 @@ use candle_core::{bail, CpuStorage, CustomOp3, Layout, Result, Shape, Tensor, D}
 use rayon::prelude::*;
 
 use crate::fast_exp::exp;
-use crate::rows::{combine, f32_slice, max, u32_slice, LANES};
+use crate::rows::{combine, f32_slice, max, u32_slice, unfilled, LANES};
 
 struct MaskedNll {
     /// Row log-sum-exps of the last forward, for the backward.
@@ -154,7 +154,8 @@ impl CustomOp3 for MaskedNllBwd {
             mask,
             vocab,
         } = inputs(self.name(), s1, l1, s2, l2, s3, l3)?;
-        let mut d = vec![0f32; logits.len()];
+        // SAFETY (unfilled): each row is either zero-filled (masked out) or written whole below.
+        let mut d = unsafe { unfilled(logits.len()) };
         if vocab > 0 {
             d.par_chunks_mut(vocab)
                 .zip(logits.par_chunks(vocab))
@@ -167,6 +168,7 @@ impl CustomOp3 for MaskedNllBwd {
                 .with_min_len((8192 / vocab).max(1))
                 .for_each(|((dr, row), ((&t, &m), &lse))| {
                     if m == 0.0 {
+                        dr.fill(0.0);
                         return;
                     }
                     let scale = self.grad * m;

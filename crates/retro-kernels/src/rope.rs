@@ -6,7 +6,7 @@
 use candle_core::{bail, CpuStorage, CustomOp3, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;
 
-use crate::rows::f32_slice;
+use crate::rows::{f32_slice, unfilled};
 
 struct Rope {
     interleaved: bool,
@@ -41,34 +41,36 @@ impl CustomOp3 for Rope {
                 l3.dims()
             );
         }
-        let mut y = vec![0f32; x.len()];
-        if t * d > 0 {
-            y.par_chunks_mut(t * d)
-                .zip(x.par_chunks(t * d))
-                .for_each(|(ys, xs)| {
-                    for p in 0..t {
-                        let (c, s) = (
-                            &cos[p * half..(p + 1) * half],
-                            &sin[p * half..(p + 1) * half],
-                        );
-                        let (yr, xr) = (&mut ys[p * d..(p + 1) * d], &xs[p * d..(p + 1) * d]);
-                        if self.interleaved {
-                            for i in 0..half {
-                                let (a, b) = (xr[2 * i], xr[2 * i + 1]);
-                                yr[2 * i] = a * c[i] - b * s[i];
-                                yr[2 * i + 1] = b * c[i] + a * s[i];
-                            }
-                        } else {
-                            let (x1, x2) = xr.split_at(half);
-                            let (y1, y2) = yr.split_at_mut(half);
-                            for i in 0..half {
-                                y1[i] = x1[i] * c[i] - x2[i] * s[i];
-                                y2[i] = x2[i] * c[i] + x1[i] * s[i];
-                            }
+        if t * d == 0 {
+            return Ok((CpuStorage::F32(vec![0f32; x.len()]), l1.shape().clone()));
+        }
+        // SAFETY (unfilled): every position of every head is written below (d even, both halves).
+        let mut y = unsafe { unfilled(x.len()) };
+        y.par_chunks_mut(t * d)
+            .zip(x.par_chunks(t * d))
+            .for_each(|(ys, xs)| {
+                for p in 0..t {
+                    let (c, s) = (
+                        &cos[p * half..(p + 1) * half],
+                        &sin[p * half..(p + 1) * half],
+                    );
+                    let (yr, xr) = (&mut ys[p * d..(p + 1) * d], &xs[p * d..(p + 1) * d]);
+                    if self.interleaved {
+                        for i in 0..half {
+                            let (a, b) = (xr[2 * i], xr[2 * i + 1]);
+                            yr[2 * i] = a * c[i] - b * s[i];
+                            yr[2 * i + 1] = b * c[i] + a * s[i];
+                        }
+                    } else {
+                        let (x1, x2) = xr.split_at(half);
+                        let (y1, y2) = yr.split_at_mut(half);
+                        for i in 0..half {
+                            y1[i] = x1[i] * c[i] - x2[i] * s[i];
+                            y2[i] = x2[i] * c[i] + x1[i] * s[i];
                         }
                     }
-                });
-        }
+                }
+            });
         Ok((CpuStorage::F32(y), l1.shape().clone()))
     }
 

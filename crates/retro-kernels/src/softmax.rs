@@ -6,7 +6,7 @@ use candle_core::{bail, CpuStorage, CustomOp1, CustomOp2, Layout, Result, Shape,
 use rayon::prelude::*;
 
 use crate::fast_exp::exp;
-use crate::rows::{dot, f32_slice, max, min_rows, sum};
+use crate::rows::{dot, f32_slice, max, min_rows, sum, unfilled};
 
 struct Softmax;
 struct SoftmaxBwd;
@@ -25,13 +25,15 @@ impl CustomOp1 for Softmax {
     fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> Result<(CpuStorage, Shape)> {
         let x = f32_slice(self.name(), s, l)?;
         let d = row_len(l);
-        let mut y = vec![0f32; x.len()];
-        if d > 0 {
-            y.par_chunks_mut(d)
-                .zip(x.par_chunks(d))
-                .with_min_len(min_rows(d))
-                .for_each(|(yr, xr)| softmax_row(yr, xr));
+        if d == 0 {
+            return Ok((CpuStorage::F32(vec![0f32; x.len()]), l.shape().clone()));
         }
+        // SAFETY (unfilled): every row is written by `softmax_row`.
+        let mut y = unsafe { unfilled(x.len()) };
+        y.par_chunks_mut(d)
+            .zip(x.par_chunks(d))
+            .with_min_len(min_rows(d))
+            .for_each(|(yr, xr)| softmax_row(yr, xr));
         Ok((CpuStorage::F32(y), l.shape().clone()))
     }
 
@@ -138,18 +140,20 @@ impl CustomOp2 for SoftmaxBwd {
             );
         }
         let d = row_len(l1);
-        let mut dx = vec![0f32; y.len()];
-        if d > 0 {
-            dx.par_chunks_mut(d)
-                .zip(y.par_chunks(d).zip(g.par_chunks(d)))
-                .with_min_len(min_rows(d))
-                .for_each(|(dxr, (yr, gr))| {
-                    let s = dot(gr, yr);
-                    for i in 0..d {
-                        dxr[i] = yr[i] * (gr[i] - s);
-                    }
-                });
+        if d == 0 {
+            return Ok((CpuStorage::F32(vec![0f32; y.len()]), l1.shape().clone()));
         }
+        // SAFETY (unfilled): every element of every row is written below.
+        let mut dx = unsafe { unfilled(y.len()) };
+        dx.par_chunks_mut(d)
+            .zip(y.par_chunks(d).zip(g.par_chunks(d)))
+            .with_min_len(min_rows(d))
+            .for_each(|(dxr, (yr, gr))| {
+                let s = dot(gr, yr);
+                for i in 0..d {
+                    dxr[i] = yr[i] * (gr[i] - s);
+                }
+            });
         Ok((CpuStorage::F32(dx), l1.shape().clone()))
     }
 }

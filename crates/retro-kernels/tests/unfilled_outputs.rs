@@ -1,4 +1,5 @@
-//! The kernels that skip zero-filling their outputs (attention, SwiGLU, RMSNorm) still write every
+//! The kernels that skip zero-filling their outputs (attention, SwiGLU, RMSNorm, softmax, RoPE and
+//! the cross-entropy gradient) still write every
 //! element: run right after the heap held NaN-filled blocks of the outputs' sizes, so that a skipped
 //! element would surface as NaN, their forward and gradients are all finite and equal a run on
 //! zeroed memory. The equality with candle's composed ops is in each op's own test file.
@@ -17,6 +18,7 @@ fn dirty_heap(sizes: &[usize]) {
 
 /// Forward output and the gradients of `inputs`, as flat vectors.
 fn outputs(y: &Tensor, inputs: &[&Var]) -> Result<Vec<Vec<f32>>> {
+    // Squared, so that each output element gets its own gradient (not all ones).
     let grads = (y * y)?.sum_all()?.backward()?;
     let mut out = vec![y.flatten_all()?.to_vec1::<f32>()?];
     for v in inputs {
@@ -46,7 +48,7 @@ fn check(name: &str, sizes: &[usize], run: impl Fn() -> Result<Vec<Vec<f32>>>) -
 }
 
 #[test]
-fn attention_swiglu_and_rms_norm_write_every_element() -> Result<()> {
+fn every_unzeroed_output_is_written() -> Result<()> {
     // Attention: causal with a prefix (s > t) and GQA, so rows see different numbers of keys and
     // some key blocks are seen by no query row.
     let (b, h, kv, t, s, d) = (1, 4, 2, 70, 140, 8);
@@ -70,6 +72,31 @@ fn attention_swiglu_and_rms_norm_write_every_element() -> Result<()> {
     check("rms_norm", &[37 * 300, 37 * 300 + 300], || {
         let y = retro_kernels::rms_norm(x.as_tensor(), w.as_tensor(), 1e-5)?;
         outputs(&y, &[&x, &w])
+    })?;
+
+    check("softmax", &[37 * 300], || {
+        let y = retro_kernels::softmax_last_dim(x.as_tensor())?;
+        outputs(&y, &[&x])
+    })?;
+
+    let (heads, t, d) = (3, 11, 16);
+    let r = var(8, &[1, heads, t, d], -2.0, 2.0)?;
+    let angles = common::rand(9, &[t, d / 2], -3.0, 3.0)?;
+    check("rope", &[heads * t * d], || {
+        let y = retro_kernels::rope(r.as_tensor(), &angles.cos()?, &angles.sin()?, false)?;
+        outputs(&y, &[&r])
+    })?;
+
+    // Cross-entropy: its gradient rows are written whole, or zeroed where the mask is 0.
+    let (rows, vocab) = (6, 500);
+    let logits = var(10, &[rows, vocab], -3.0, 3.0)?;
+    let targets = Tensor::new(&[3u32, 499, 0, 7, 250, 1], logits.device())?;
+    let mask = Tensor::new(&[1f32, 0.0, 1.0, 0.0, 1.0, 1.0], logits.device())?;
+    check("cross_entropy", &[rows * vocab], || {
+        let loss = retro_kernels::masked_nll_sum(logits.as_tensor(), &targets, &mask)?;
+        let grads = loss.backward()?;
+        let dl = grads.get(&logits).unwrap();
+        Ok(vec![dl.flatten_all()?.to_vec1::<f32>()?])
     })?;
     Ok(())
 }
