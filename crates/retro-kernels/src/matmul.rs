@@ -2,6 +2,10 @@
 //! kernels that multiply strided views of their own buffers: transposed operands are read through
 //! their strides, never copied.
 
+use rayon::prelude::*;
+
+use crate::rows::unfilled;
+
 /// A row-major view of a `rows × cols` matrix inside `data`: element `(r, c)` is
 /// `data[r·row_stride + c·col_stride]`.
 #[derive(Clone, Copy)]
@@ -102,6 +106,9 @@ pub(crate) fn gemm_new(m: usize, n: usize, k: usize, lhs: Operand, rhs: Operand)
     }
     assert!(lhs.fits(m, k) && rhs.fits(k, n), "gemm: operand too short");
     let threads = candle_core::utils::get_num_threads();
+    if m == 1 && threads > 1 && n * k >= GEMV_SPLIT_MIN_MACS {
+        return gemv_split(n, k, lhs, rhs, threads);
+    }
     let mut dst = Vec::<f32>::with_capacity(len);
     // SAFETY: operand extents checked above; gemm writes all `m·n` elements of the spare capacity
     // (`Write::Overwrite`) before `set_len` makes them part of the vector.
@@ -118,6 +125,39 @@ pub(crate) fn gemm_new(m: usize, n: usize, k: usize, lhs: Operand, rhs: Operand)
         );
         dst.set_len(len);
     }
+    dst
+}
+
+/// Below this many multiply-adds a one-row product is not worth splitting over threads.
+const GEMV_SPLIT_MIN_MACS: usize = 1 << 16;
+
+/// A one-row product (`1 × k` by `k × n`; a decoding step's every projection) with its columns
+/// split over `threads` rayon tasks, each a single-threaded gemm. The `gemm` crate runs a one-row
+/// product on one thread whatever parallelism it is given (`perf`: decoding sat in its
+/// single-threaded gemv, one core busy), and at one row the product only streams the weights, so
+/// a second core's memory bandwidth is what makes it faster.
+fn gemv_split(n: usize, k: usize, lhs: Operand, rhs: Operand, threads: usize) -> Vec<f32> {
+    // Two tasks per thread evens out uneven cores; 16-column multiples keep the kernel's tiles whole.
+    let cols = n.div_ceil(2 * threads).next_multiple_of(16);
+    // SAFETY (unfilled): the tasks below cover every column, each written by gemm (`Overwrite`).
+    let mut dst = unsafe { unfilled(n) };
+    dst.par_chunks_mut(cols).enumerate().for_each(|(c, out)| {
+        let first = c * cols;
+        let rhs_cols = Operand {
+            data: &rhs.data[first * rhs.col_stride..],
+            ..rhs
+        };
+        gemm(
+            (1, out.len(), k),
+            out,
+            out.len(),
+            Write::Overwrite,
+            lhs,
+            rhs_cols,
+            1.0,
+            1,
+        );
+    });
     dst
 }
 

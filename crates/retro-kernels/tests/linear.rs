@@ -90,3 +90,23 @@ fn rejects_mismatched_features() -> Result<()> {
     assert!(err.contains("do not fit"), "{err}");
     Ok(())
 }
+
+/// One-row products (a decoding step) big enough to be split over threads by columns: equal to
+/// candle's product for column counts that are no multiple of the split, and for a 3-d input.
+#[test]
+fn one_row_products_split_over_threads_equal_composed() -> Result<()> {
+    for (k, n) in [(300usize, 1000usize), (576, 4099), (64, 1025)] {
+        let x = rand(k as u64, &[1, k], -1.0, 1.0)?;
+        let w = rand(n as u64, &[n, k], -1.0, 1.0)?;
+        let fast = retro_kernels::linear(&x, &w)?;
+        assert_close(&format!("1 x {k} by {n}"), &fast, &composed(&x, &w)?, 1e-5)?;
+        let x3 = x.reshape((1, 1, k))?;
+        let fast3 = retro_kernels::linear(&x3, &w)?;
+        assert_eq!(fast3.dims(), &[1, 1, n]);
+        assert_eq!(
+            fast3.flatten_all()?.to_vec1::<f32>()?,
+            fast.flatten_all()?.to_vec1::<f32>()?
+        );
+    }
+    Ok(())
+}
