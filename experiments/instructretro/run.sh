@@ -12,7 +12,9 @@
 #   PPL_SAMPLES (default 64)                                          validation samples for the perplexity check
 #   LIMIT (1000), CONTEXTS (5), THREADS; OUT (default experiments/instructretro/out), QA_OUT, REPORT (see qa/run.sh)
 # Between the stages it writes the two fitted models' validation perplexity (OUT/ppl-RUN-{retrieval,gate0}.json;
-# issue 4's claim with SmolLM2 as the base) and their loss curves (docs/instructretro-fit-loss.png).
+# issue 4's claim with SmolLM2 as the base) and their loss curves (docs/instructretro-fit-loss.png); at the end
+# docs/results-instructretro.md (NOTES=FILE and QA_NOTES=FILE append hand-written readings of the run, as
+# experiments/instructretro/notes.md and experiments/qa/notes.md do for the run in docs/).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 DATA=${DATA:-../shared/data}
@@ -60,3 +62,7 @@ SFT=(--mode sft --steps "$SFT_STEPS" --seq-len "$SFT_SEQ" --batch "$SFT_BATCH" -
 train "$OUT/retrofit-sft" --model "$OUT/retrofit" "${SFT[@]}"
 train "$OUT/gptfit-sft" --model "$OUT/gptfit" "${SFT[@]}"
 GPTFIT_SFT="$OUT/gptfit-sft" RETRO_SFT="$OUT/retrofit-sft" bash experiments/qa/run.sh
+python3 experiments/instructretro/report.py --out-dir "$OUT" --qa-dir "${QA_OUT:-experiments/qa/out}" \
+  ${NOTES:+--notes "$NOTES"} > docs/results-instructretro.md.tmp
+mv docs/results-instructretro.md.tmp docs/results-instructretro.md
+echo "wrote docs/results-instructretro.md"

@@ -7,6 +7,7 @@ p.add_argument("--db", required=True)
 p.add_argument("--limit", required=True)
 p.add_argument("--contexts", required=True)
 p.add_argument("--sets", nargs="+", required=True)
+p.add_argument("--notes", help="a hand-written Markdown reading of the run, appended when the file exists")
 a = p.parse_args()
 
 rows = [
@@ -75,3 +76,7 @@ if all(c is not None for _, c in gold):
     print("|---|---|---|---|")
     for m, c in gold:
         print(f"| {'gold paragraph' if m == 'gold' else 'no context'} | {c[1]:.1f} | {c[2]:.1f} | {c[0]} |")
+
+if a.notes and os.path.exists(a.notes):
+    print()
+    print(open(a.notes).read().rstrip())

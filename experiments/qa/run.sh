@@ -11,7 +11,8 @@
 # SETS (default "nq-open-dev triviaqa-sm-sub"; any file of shared/data/qa, e.g. boolq-dev (True/False, accuracy) or
 # quac-sample (multi-turn): each is prompted and scored by the task its name gives, see `retro eval qa --task`),
 # DB (default demo-out/wiki-db, built as the demo builds it), THREADS;
-# QA_OUT and REPORT move the outputs (for smoke runs).
+# QA_OUT and REPORT move the outputs (for smoke runs); QA_NOTES=FILE appends a hand-written reading of the run
+# (experiments/qa/notes.md is the one for the run in docs/results-qa.md).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 DATA=${DATA:-../shared/data}
@@ -55,6 +56,6 @@ if [ -n "${RETRO_SFT:-}" ]; then
   run instructretro-encoder-on "$RETRO_SFT" on "$CONTEXTS"
 fi
 python3 experiments/qa/report.py --out-dir "$OUT" --db "$DB" --limit "$LIMIT" --contexts "$CONTEXTS" \
-  --sets $SETS > "$REPORT.tmp"
+  --sets $SETS ${QA_NOTES:+--notes "$QA_NOTES"} > "$REPORT.tmp"
 mv "$REPORT.tmp" "$REPORT"
 echo "wrote $REPORT"
