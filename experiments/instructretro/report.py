@@ -20,6 +20,7 @@ def run_info(name):
     last = steps[-10:]
     return {
         "opts": opts,
+        "losses": [s["loss"] for s in steps],
         "steps": len(steps),
         "first_loss": sum(s["loss"] for s in steps[:10]) / max(1, len(steps[:10])),
         "last_loss": sum(s["loss"] for s in last) / max(1, len(last)),
@@ -84,20 +85,9 @@ for name, label in (("gptfit", "GPT-fit"), ("retrofit", "retro-fit (decoder unfr
     fmt = lambda x: "-" if x is None else f"{x['ppl']:.4f}"
     print(f"| {label} | {f['first_loss']:.3f} | {f['last_loss']:.3f} | {fmt(r)} | {fmt(g)} | "
           f"{(r or g or {}).get('tokens', '-')} | {f['tokens_per_s']:.0f} | {f['minutes']:.1f} |")
-
-def paired_diffs(a, b):
-    """Per-step train loss of run a minus run b (same samples in the same order)."""
-    la = [json.loads(l)["loss"] for l in open(os.path.join(a_dir(a), "metrics.jsonl")) if '"loss"' in l]
-    lb = [json.loads(l)["loss"] for l in open(os.path.join(a_dir(b), "metrics.jsonl")) if '"loss"' in l]
-    return [x - y for x, y in zip(la, lb)]
-
-
-def a_dir(name):
-    return os.path.join(a.out_dir, name)
-
-
 if fits.get("retrofit") and fits.get("gptfit"):
-    d = paired_diffs("retrofit", "gptfit")
+    # Per step, on the same samples in the same order.
+    d = [x - y for x, y in zip(fits["retrofit"]["losses"], fits["gptfit"]["losses"])]
     tail = d[-30:]
     print(f"\nTrain loss, retro-fit minus GPT-fit on the same batch (nats/token): step 1 {d[0]:+.5f}, mean of "
           f"the first 30 steps {sum(d[:30]) / len(d[:30]):+.5f}, of the last 30 {sum(tail) / len(tail):+.5f}, "

@@ -41,6 +41,32 @@ enum Moments {
     Tensors { m: Tensor, v: Tensor },
 }
 
+impl Moments {
+    /// Both moments as tensors shaped like the parameter `like` (copies of the host vectors; the
+    /// tensors themselves, which no step writes into, otherwise).
+    fn tensors(&self, like: &Tensor) -> Result<(Tensor, Tensor)> {
+        Ok(match self {
+            Moments::Host { m, v } => (
+                Tensor::from_slice(m, like.shape(), like.device())?,
+                Tensor::from_slice(v, like.shape(), like.device())?,
+            ),
+            Moments::Tensors { m, v } => (m.clone(), v.clone()),
+        })
+    }
+
+    /// Replaces both moments, keeping the kind (host vectors or tensors).
+    fn set(&mut self, m: Tensor, v: Tensor) -> Result<()> {
+        *self = match self {
+            Moments::Host { .. } => Moments::Host {
+                m: m.flatten_all()?.to_vec1()?,
+                v: v.flatten_all()?.to_vec1()?,
+            },
+            Moments::Tensors { .. } => Moments::Tensors { m, v },
+        };
+        Ok(())
+    }
+}
+
 /// One trained parameter and its moments.
 struct Slot {
     name: String,
@@ -132,58 +158,37 @@ impl AdamW {
                 1.0
             };
             let fused = allow_fused && p.is_contiguous() && retro_kernels::enabled(&[p, &g]);
-            match &mut slot.moments {
-                Moments::Host { m, v } if fused => {
-                    let h = retro_kernels::AdamWHyper {
-                        lr,
-                        beta1,
-                        beta2,
-                        eps,
-                        bias_correction1: bc1,
-                        bias_correction2: bc2,
-                        decay_factor,
-                    };
-                    retro_kernels::adamw_update(p, &g, m, v, h)?;
-                    continue;
-                }
-                _ => {}
+            if let (true, Moments::Host { m, v }) = (fused, &mut slot.moments) {
+                let h = retro_kernels::AdamWHyper {
+                    lr,
+                    beta1,
+                    beta2,
+                    eps,
+                    bias_correction1: bc1,
+                    bias_correction2: bc2,
+                    decay_factor,
+                };
+                retro_kernels::adamw_update(p, &g, m, v, h)?;
+                continue;
             }
-            let (m, v) = match &slot.moments {
-                Moments::Host { m, v } => (
-                    Tensor::from_slice(m, p.shape(), p.device())?,
-                    Tensor::from_slice(v, p.shape(), p.device())?,
-                ),
-                Moments::Tensors { m, v } => (m.clone(), v.clone()),
-            };
+            let (m, v) = slot.moments.tensors(p)?;
             let m = ((m * beta1)? + (&g * (1.0 - beta1))?)?;
             let v = ((v * beta2)? + (g.sqr()? * (1.0 - beta2))?)?;
             let update = ((&m / bc1)? / ((&v / bc2)?.sqrt()? + eps)?)?;
             let decayed = (p * decay_factor)?;
             slot.var.set(&(decayed - (update * lr)?)?)?;
-            slot.moments = match slot.moments {
-                Moments::Host { .. } => Moments::Host {
-                    m: m.flatten_all()?.to_vec1()?,
-                    v: v.flatten_all()?.to_vec1()?,
-                },
-                Moments::Tensors { .. } => Moments::Tensors { m, v },
-            };
+            slot.moments.set(m, v)?;
         }
         Ok(())
     }
 
     /// The moments as tensors `NAME.exp_avg` / `NAME.exp_avg_sq` (PyTorch's names), for a
-    /// checkpoint: copies, so later steps do not change them.
+    /// checkpoint; later steps do not change them (host moments are copied, and the composed
+    /// formula replaces its tensors rather than writing into them).
     pub fn state_tensors(&self) -> Result<HashMap<String, Tensor>> {
         let mut out = HashMap::new();
         for s in &self.slots {
-            let p = s.var.as_tensor();
-            let (m, v) = match &s.moments {
-                Moments::Host { m, v } => (
-                    Tensor::from_slice(m, p.shape(), p.device())?,
-                    Tensor::from_slice(v, p.shape(), p.device())?,
-                ),
-                Moments::Tensors { m, v } => (m.copy()?, v.copy()?),
-            };
+            let (m, v) = s.moments.tensors(s.var.as_tensor())?;
             out.insert(format!("{}.exp_avg", s.name), m);
             out.insert(format!("{}.exp_avg_sq", s.name), v);
         }
@@ -210,17 +215,8 @@ impl AdamW {
                 }
                 Ok(t.to_device(p.device())?)
             };
-            let (m, v) = (get("exp_avg")?, get("exp_avg_sq")?);
-            s.moments = match s.moments {
-                Moments::Host { .. } => Moments::Host {
-                    m: m.flatten_all()?.to_vec1()?,
-                    v: v.flatten_all()?.to_vec1()?,
-                },
-                Moments::Tensors { .. } => Moments::Tensors {
-                    m: m.copy()?,
-                    v: v.copy()?,
-                },
-            };
+            s.moments
+                .set(get("exp_avg")?.copy()?, get("exp_avg_sq")?.copy()?)?;
         }
         self.steps = steps;
         Ok(())
