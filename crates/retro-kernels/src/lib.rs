@@ -6,9 +6,12 @@
 //! rayon-parallel pass over rows, vectorisable inner loops and a polynomial `exp`.
 //! `docs/kernels.md` explains why each exists. Every op needs contiguous f32 CPU tensors; the
 //! `*` wrappers make inputs contiguous, and callers use [`enabled`] to pick these ops or candle's.
+//! [`BlockMatrix`] is the decoding-side exception: a GGUF weight kept in its 4/8-bit blocks and
+//! multiplied by one f32 row, with no backward.
 
 mod adamw;
 mod attention;
+mod block_matrix;
 mod cross_entropy;
 mod fast_exp;
 mod linear;
@@ -22,6 +25,7 @@ mod switch;
 
 pub use adamw::{adamw_update, AdamWHyper};
 pub use attention::attention;
+pub use block_matrix::{block_linear, BlockFormat, BlockMatrix, BLOCK};
 pub use cross_entropy::masked_nll_sum;
 pub use fast_exp::exp;
 pub use linear::linear;
@@ -29,4 +33,4 @@ pub use rms_norm::rms_norm;
 pub use rope::rope;
 pub use softmax::{masked_softmax_last_dim, softmax_last_dim};
 pub use swiglu::swiglu;
-pub use switch::{allowed_by_env, enabled};
+pub use switch::{allowed_by_env, blocks_allowed_by_env, enabled};

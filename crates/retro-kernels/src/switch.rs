@@ -15,3 +15,9 @@ pub fn enabled(ts: &[&Tensor]) -> bool {
 pub fn allowed_by_env() -> bool {
     std::env::var("RETRO_FUSED").map_or(true, |v| v.trim() != "0")
 }
+
+/// False when the environment variable `RETRO_DECODE_BLOCKS` is `0`: one-row products then use
+/// the f32 weights even where GGUF blocks are attached (to compare both paths).
+pub fn blocks_allowed_by_env() -> bool {
+    std::env::var("RETRO_DECODE_BLOCKS").map_or(true, |v| v.trim() != "0")
+}

@@ -5,7 +5,7 @@ use candle_nn::VarBuilder;
 
 use crate::config::LlamaConfig;
 use crate::kv_cache::KvCache;
-use crate::linear::Linear;
+use crate::linear::{attach, BlockMap, Linear};
 use crate::ops;
 use crate::rope::RotaryEmbedding;
 
@@ -37,6 +37,21 @@ impl Projections {
             num_kv_heads: nkv,
             head_dim: hd,
         })
+    }
+
+    /// Attaches the blocks named `{prefix}.{q,k,v,o}_proj.weight` found in `blocks`
+    /// ([`Linear::use_blocks`]); returns how many were attached.
+    pub(crate) fn use_blocks(&mut self, prefix: &str, blocks: &BlockMap) -> Result<usize> {
+        let mut n = 0;
+        for (name, lin) in [
+            ("q_proj", &mut self.q_proj),
+            ("k_proj", &mut self.k_proj),
+            ("v_proj", &mut self.v_proj),
+            ("o_proj", &mut self.o_proj),
+        ] {
+            n += attach(lin, &format!("{prefix}.{name}.weight"), blocks)?;
+        }
+        Ok(n)
     }
 
     /// Attention of queries `q` `(b, heads, t, head_dim)` (RoPE applied if any) over keys and
@@ -91,6 +106,11 @@ impl Attention {
         Ok(Self {
             p: Projections::load(&vb, cfg)?,
         })
+    }
+
+    /// See [`Projections::use_blocks`]; `prefix` is `model.layers.N.self_attn`.
+    pub(crate) fn use_blocks(&mut self, prefix: &str, blocks: &BlockMap) -> Result<usize> {
+        self.p.use_blocks(prefix, blocks)
     }
 
     /// Attention over `x` `(batch, seq, hidden)` whose first token is at position `offset`.

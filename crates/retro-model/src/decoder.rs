@@ -13,7 +13,7 @@ use candle_nn::{Embedding, VarBuilder};
 use crate::attention::Attention;
 use crate::config::LlamaConfig;
 use crate::kv_cache::KvCache;
-use crate::linear::Linear;
+use crate::linear::{attach, BlockMap, Linear};
 use crate::mlp::Mlp;
 use crate::norm::RmsNorm;
 use crate::rope::RotaryEmbedding;
@@ -41,6 +41,18 @@ impl DecoderLayer {
             )?,
             mlp: Mlp::load(vb.pp("mlp"), cfg)?,
         })
+    }
+
+    /// Attaches the GGUF blocks of this layer's projections (`prefix` is `model.layers.N`).
+    pub(crate) fn use_blocks(
+        &mut self,
+        prefix: &str,
+        blocks: &BlockMap,
+    ) -> candle_core::Result<usize> {
+        Ok(self
+            .self_attn
+            .use_blocks(&format!("{prefix}.self_attn"), blocks)?
+            + self.mlp.use_blocks(&format!("{prefix}.mlp"), blocks)?)
     }
 
     /// `x + SelfAttn(RMSNorm(x))`; also returns this layer's keys/values for the whole sequence.
@@ -112,6 +124,22 @@ impl Llama {
             rope: RotaryEmbedding::new(cfg, vb.device())?,
             cfg: cfg.clone(),
         })
+    }
+
+    /// Lets one-row products (decoding) multiply the GGUF blocks the weights came from
+    /// ([`Linear::use_blocks`]): every projection and the output head (the token embedding's blocks
+    /// when the head is tied) found in `blocks` under its HF name. Returns how many were attached.
+    pub fn use_blocks(&mut self, blocks: &BlockMap) -> anyhow::Result<usize> {
+        let mut n = 0;
+        for (i, layer) in self.layers.iter_mut().enumerate() {
+            n += layer.use_blocks(&format!("model.layers.{i}"), blocks)?;
+        }
+        let head = match self.cfg.tie_word_embeddings {
+            true => "model.embed_tokens.weight",
+            false => "lm_head.weight",
+        };
+        n += attach(&mut self.lm_head, head, blocks)?;
+        Ok(n)
     }
 
     pub fn config(&self) -> &LlamaConfig {

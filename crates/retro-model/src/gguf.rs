@@ -1,5 +1,6 @@
 //! GGUF (llama.cpp) checkpoints: read whole or from `.partNN` pieces, every tensor dequantised to
-//! f32 and renamed to its HF name.
+//! f32 and renamed to its HF name. Matrices in `Q4_0`, `Q4_1` or `Q8_0` are also kept in their
+//! blocks, for decoding ([`retro_kernels::BlockMatrix`], `Llama::use_blocks`).
 //!
 //! Dequantising at load (rather than keeping candle's quantized matmul) is deliberate: quantized
 //! matmul has no backward pass, and the Retro model trains on top of these weights (shared/data
@@ -11,18 +12,25 @@ use std::io::Cursor;
 use std::path::PathBuf;
 
 use anyhow::{bail, Context, Result};
+use std::sync::Arc;
+
 use candle_core::quantized::gguf_file::{Content, Value};
+use candle_core::quantized::GgmlDType;
 use candle_core::{Device, Tensor};
+use retro_kernels::{BlockFormat, BlockMatrix};
 
 use crate::config::{LlamaConfig, RopeLayout};
+use crate::linear::BlockMap;
+
+/// What a GGUF file gives: the decoder config, f32 tensors under HF names, and the blocks of the
+/// matrices stored in a format [`BlockMatrix`] reads, under the same names.
+pub type Loaded = (LlamaConfig, HashMap<String, Tensor>, BlockMap);
 
 /// Reads the GGUF made of `parts` (concatenated in the given order; one path for a whole file),
-/// returns its config (from the metadata) and its tensors under HF names, in f32 on `device`.
+/// returns its config (from the metadata), its tensors under HF names in f32 on `device`, and the
+/// blocks of its 4/8-bit matrices.
 /// The config has [`RopeLayout::Interleaved`]: llama.cpp's converter stores q/k permuted for it.
-pub fn load_parts(
-    parts: &[PathBuf],
-    device: &Device,
-) -> Result<(LlamaConfig, HashMap<String, Tensor>)> {
+pub fn load_parts(parts: &[PathBuf], device: &Device) -> Result<Loaded> {
     let name = match parts {
         [] => bail!("no GGUF file given"),
         [one] => one.display().to_string(),
@@ -39,10 +47,7 @@ pub fn load_parts(
 }
 
 /// [`load_parts`] on the bytes of a whole GGUF file.
-pub fn load_bytes(
-    bytes: Vec<u8>,
-    device: &Device,
-) -> Result<(LlamaConfig, HashMap<String, Tensor>)> {
+pub fn load_bytes(bytes: Vec<u8>, device: &Device) -> Result<Loaded> {
     let mut reader = Cursor::new(bytes);
     let content = Content::read(&mut reader).context(
         "not a readable GGUF file (bad magic, truncated, or an unsupported tensor type)",
@@ -57,6 +62,7 @@ pub fn load_bytes(
     let mut names: Vec<&String> = content.tensor_infos.keys().collect();
     names.sort();
     let mut tensors = HashMap::with_capacity(names.len());
+    let mut blocks = BlockMap::new();
     for gguf_name in names {
         let hf_name = hf_name(gguf_name)?;
         let info = &content.tensor_infos[gguf_name];
@@ -69,9 +75,20 @@ pub fn load_bytes(
                 info.ggml_dtype
             )
         })?;
+        let format = match info.ggml_dtype {
+            GgmlDType::Q4_0 => Some(BlockFormat::Q4_0),
+            GgmlDType::Q4_1 => Some(BlockFormat::Q4_1),
+            GgmlDType::Q8_0 => Some(BlockFormat::Q8_0),
+            _ => None,
+        };
+        if let (Some(format), [rows, cols]) = (format, t.dims()) {
+            let b = BlockMatrix::from_ggml(format, *rows, *cols, &q.data()?)
+                .with_context(|| format!("tensor {gguf_name}"))?;
+            blocks.insert(hf_name.clone(), Arc::new(b));
+        }
         tensors.insert(hf_name, t);
     }
-    Ok((config, tensors))
+    Ok((config, tensors, blocks))
 }
 
 /// HF name of a llama GGUF tensor (llama.cpp `gguf-py/gguf/tensor_mapping.py`, LLAMA entries).

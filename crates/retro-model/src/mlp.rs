@@ -4,7 +4,7 @@ use candle_core::{Module, Result, Tensor};
 use candle_nn::VarBuilder;
 
 use crate::config::LlamaConfig;
-use crate::linear::Linear;
+use crate::linear::{attach, BlockMap, Linear};
 use crate::ops;
 
 #[derive(Debug, Clone)]
@@ -24,6 +24,19 @@ impl Mlp {
             up_proj: Linear::load(&vb, h, i, "up_proj")?,
             down_proj: Linear::load(&vb, i, h, "down_proj")?,
         })
+    }
+
+    /// Attaches `{prefix}.{gate,up,down}_proj.weight` from `blocks`; returns how many.
+    pub(crate) fn use_blocks(&mut self, prefix: &str, blocks: &BlockMap) -> Result<usize> {
+        let mut n = 0;
+        for (name, lin) in [
+            ("gate_proj", &mut self.gate_proj),
+            ("up_proj", &mut self.up_proj),
+            ("down_proj", &mut self.down_proj),
+        ] {
+            n += attach(lin, &format!("{prefix}.{name}.weight"), blocks)?;
+        }
+        Ok(n)
     }
 
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {

@@ -93,6 +93,7 @@ pub fn random_weights(cfg: &LlamaConfig, seed: u64, device: &Device) -> Result<W
     Ok(Weights {
         config: cfg.clone(),
         tensors,
+        blocks: Default::default(),
         source: Source::Random { seed },
     })
 }

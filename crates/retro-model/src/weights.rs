@@ -5,6 +5,7 @@
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use anyhow::{bail, Context, Result};
 use candle_core::{DType, Device, Tensor};
@@ -12,6 +13,7 @@ use candle_nn::{VarBuilder, VarMap};
 
 use crate::config::{LlamaConfig, RopeLayout};
 use crate::decoder::Llama;
+use crate::linear::BlockMap;
 use crate::rope::{interleaved_to_rotate_half, rotate_half_to_interleaved};
 use crate::{gguf, hf};
 
@@ -31,6 +33,10 @@ pub enum Source {
 pub struct Weights {
     pub config: LlamaConfig,
     pub tensors: HashMap<String, Tensor>,
+    /// The GGUF blocks that some of `tensors` were dequantised from (empty for other sources),
+    /// which [`Weights::build`] gives the model for decoding. Whoever changes a tensor must drop its
+    /// blocks.
+    pub blocks: BlockMap,
     pub source: Source,
 }
 
@@ -169,14 +175,16 @@ impl Weights {
                 Self {
                     config,
                     tensors,
+                    blocks: BlockMap::new(),
                     source,
                 }
             }
             Source::Gguf(parts) => {
-                let (config, tensors) = gguf::load_parts(parts, device)?;
+                let (config, tensors, blocks) = gguf::load_parts(parts, device)?;
                 Self {
                     config,
                     tensors,
+                    blocks,
                     source,
                 }
             }
@@ -191,14 +199,19 @@ impl Weights {
         Ok(w)
     }
 
-    /// Builds a model that shares these tensors (inference; no gradient tracking).
+    /// Builds a model that shares these tensors (inference; no gradient tracking), decoding with
+    /// the GGUF blocks where there are any (`Llama::use_blocks`).
     pub fn build(&self) -> Result<Llama> {
         check_tensors(&self.config, &self.tensors)?;
         let device = tensors_device(&self.tensors)?;
-        Llama::load(
+        let mut model = Llama::load(
             VarBuilder::from_tensors(self.tensors.clone(), DType::F32, &device),
             &self.config,
-        )
+        )?;
+        if device.is_cpu() {
+            model.use_blocks(&self.blocks)?;
+        }
+        Ok(model)
     }
 
     /// Builds a trainable model: every tensor becomes a `Var` of the returned map (for an
@@ -219,6 +232,7 @@ impl Weights {
         let cfg = &self.config;
         let hd = cfg.head_dim();
         let mut tensors = self.tensors.clone();
+        let mut blocks = self.blocks.clone();
         for l in 0..cfg.num_hidden_layers {
             for (proj, heads) in [
                 ("q_proj", cfg.num_attention_heads),
@@ -232,6 +246,13 @@ impl Weights {
                     RopeLayout::RotateHalf => interleaved_to_rotate_half(w, heads, hd)?,
                     RopeLayout::Interleaved => rotate_half_to_interleaved(w, heads, hd)?,
                 };
+                if let Some(b) = blocks.get(&name) {
+                    let order = row_order(w.dim(0)?, |rows| match layout {
+                        RopeLayout::RotateHalf => interleaved_to_rotate_half(rows, heads, hd),
+                        RopeLayout::Interleaved => rotate_half_to_interleaved(rows, heads, hd),
+                    })?;
+                    blocks.insert(name.clone(), Arc::new(b.permute_rows(&order)?));
+                }
                 tensors.insert(name, p);
             }
         }
@@ -240,9 +261,23 @@ impl Weights {
         Ok(Self {
             config,
             tensors,
+            blocks,
             source: self.source.clone(),
         })
     }
+}
+
+/// The row order a row permutation `permute` (of a `(rows, cols)` matrix) applies: row `i` of its
+/// result is row `order[i]` of its input. Found by permuting a column of row numbers, so that it
+/// is the very permutation applied to the f32 weights.
+fn row_order(
+    rows: usize,
+    permute: impl Fn(&Tensor) -> candle_core::Result<Tensor>,
+) -> Result<Vec<usize>> {
+    let numbers: Vec<f32> = (0..rows).map(|r| r as f32).collect();
+    let column = Tensor::from_vec(numbers, (rows, 1), &Device::Cpu)?;
+    let permuted: Vec<f32> = permute(&column)?.flatten_all()?.to_vec1()?;
+    Ok(permuted.into_iter().map(|r| r as usize).collect())
 }
 
 /// Decides what `path` is: a `.gguf` file (or any file: GGUF is the only single-file format), or

@@ -54,6 +54,7 @@ fn plain_decoder(w: &RetroWeights) -> retro_model::Llama {
     Weights {
         config: w.config.decoder.clone(),
         tensors,
+        blocks: Default::default(),
         source: retro_model::Source::Random { seed: 0 },
     }
     .build()

@@ -204,3 +204,62 @@ fn full_forward_equals_kv_cached_incremental() {
     assert!(diff < 1e-3, "full and cached forwards differ by {diff}");
     assert_eq!(argmax_ids(&full), argmax_ids(&inc));
 }
+
+/// Every 4/8-bit matrix of the GGUF is kept in its blocks for decoding, and the blocks dequantise
+/// bit for bit to the f32 tensor the model was loaded with (candle's dequantisation).
+#[test]
+fn gguf_blocks_dequantise_to_the_loaded_weights() {
+    let w = Weights::load(&model_dir(), &Device::Cpu).unwrap();
+    let cfg = &w.config;
+    // 7 projections per layer, and token_embd (Q8_0), which the tied head uses.
+    assert_eq!(w.blocks.len(), 7 * cfg.num_hidden_layers + 1);
+    for (name, b) in &w.blocks {
+        let t = &w.tensors[name];
+        assert_eq!(t.dims(), [b.dims().0, b.dims().1], "{name}");
+        let want: Vec<f32> = t.flatten_all().unwrap().to_vec1().unwrap();
+        let got = b.dequantize();
+        let same = want
+            .iter()
+            .zip(&got)
+            .all(|(a, b)| a.to_bits() == b.to_bits());
+        assert!(
+            same,
+            "{name} ({:?}): blocks differ from its f32 tensor",
+            b.format()
+        );
+    }
+}
+
+/// Decoding with the blocks attached equals decoding with the f32 weights, step for step, in the
+/// GGUF's interleaved RoPE layout and after conversion to the HF layout (which permutes the q/k
+/// blocks' rows).
+#[test]
+fn decoding_with_blocks_equals_decoding_with_f32_weights() {
+    let w = Weights::load(&model_dir(), &Device::Cpu).unwrap();
+    let plain = Weights {
+        blocks: Default::default(),
+        ..w.clone()
+    }
+    .build()
+    .unwrap();
+    let item = reference().into_iter().next().unwrap();
+    let steps = |m: &Llama| -> Vec<Tensor> {
+        let mut cache = m.new_cache();
+        let mut out = vec![m.forward(&ids(&item.ids), Some(&mut cache)).unwrap()];
+        for &t in item.greedy.iter().take(12) {
+            out.push(m.forward(&ids(&[t]), Some(&mut cache)).unwrap());
+        }
+        out
+    };
+    let want = steps(&plain);
+    let hf_layout = w.to_rope_layout(RopeLayout::RotateHalf).unwrap();
+    assert_eq!(hf_layout.blocks.len(), w.blocks.len());
+    for (label, weights) in [("interleaved", &w), ("rotate-half", &hf_layout)] {
+        let got = steps(&weights.build().unwrap());
+        for (i, (g, r)) in got.iter().zip(&want).enumerate() {
+            let diff = max_abs_diff(g, r);
+            assert!(diff < 2e-4, "{label}, step {i}: logits differ by {diff}");
+            assert_eq!(argmax_ids(g), argmax_ids(r), "{label}, step {i}");
+        }
+    }
+}
