@@ -4,6 +4,7 @@
 # killed build and skips finished stages, so on a built DB this is quick.
 # Usage (from the repository root, after `cargo build --release`):
 #   bash scripts/wiki-db.sh DATA OUT [retro's global flags, e.g. --threads 2]
+# RETRO=BINARY runs another retro binary than target/release/retro.
 set -euo pipefail
 if [ $# -lt 2 ]; then
   echo "usage: bash scripts/wiki-db.sh DATA OUT [retro flags]" >&2
@@ -11,6 +12,6 @@ if [ $# -lt 2 ]; then
 fi
 data=$1 out=$2
 shift 2
-target/release/retro "$@" db build --corpus "$data/corpus/wiki-vital-en.jsonl.gz" \
+"${RETRO:-target/release/retro}" "$@" db build --corpus "$data/corpus/wiki-vital-en.jsonl.gz" \
   --tokenizer "$data/models/smollm2-135m-instruct/tokenizer.json" \
   --embedder "$data/models/minilm-l6-v2" --out "$out"

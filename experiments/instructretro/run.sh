@@ -24,11 +24,16 @@ SFT_STEPS=${SFT_STEPS:-300}; SFT_SEQ=${SFT_SEQ:-512}; SFT_BATCH=${SFT_BATCH:-2};
 DB=${DB:-demo-out/wiki-db}
 THREADS_FLAG=()
 [ -n "${THREADS:-}" ] && THREADS_FLAG=(--threads "$THREADS")
-RETRO=target/release/retro
 SMOL=$DATA/models/smollm2-135m-instruct
 
 bash scripts/ensure-system-packages.sh
-cargo build --release -q -p retro-cli
+# RETRO=BINARY runs that binary (a copy) and skips the build, so that rebuilding the tree during a long run does not
+# swap the program under it.
+if [ -z "${RETRO:-}" ]; then
+  cargo build --release -q -p retro-cli
+fi
+RETRO=${RETRO:-target/release/retro}
+export RETRO
 mkdir -p "$OUT"
 bash scripts/wiki-db.sh "$DATA" "$DB" "${THREADS_FLAG[@]}" > /dev/null
 

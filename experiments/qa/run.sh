@@ -24,10 +24,15 @@ SETS=${SETS:-nq-open-dev triviaqa-sm-sub}
 DB=${DB:-demo-out/wiki-db}
 THREADS_FLAG=()
 [ -n "${THREADS:-}" ] && THREADS_FLAG=(--threads "$THREADS")
-RETRO=target/release/retro
 
 bash scripts/ensure-system-packages.sh
-cargo build --release -q -p retro-cli
+# RETRO=BINARY runs that binary (a copy) and skips the build, so that rebuilding the tree during a long run does not
+# swap the program under it.
+if [ -z "${RETRO:-}" ]; then
+  cargo build --release -q -p retro-cli
+fi
+RETRO=${RETRO:-target/release/retro}
+export RETRO
 mkdir -p "$OUT"
 # Finished stages are skipped, so this is quick when the DB is already built.
 bash scripts/wiki-db.sh "$DATA" "$DB" "${THREADS_FLAG[@]}" > /dev/null

@@ -27,10 +27,15 @@ LAYERS=${LAYERS:-12}
 EVAL_SAMPLES=${EVAL_SAMPLES:-64}
 THREADS_FLAG=()
 [ -n "${THREADS:-}" ] && THREADS_FLAG=(--threads "$THREADS")
-RETRO=target/release/retro
 
 bash scripts/ensure-system-packages.sh
-cargo build --release -q -p retro-cli
+# RETRO=BINARY runs that binary (a copy) and skips the build, so that rebuilding the tree during a long run does not
+# swap the program under it.
+if [ -z "${RETRO:-}" ]; then
+  cargo build --release -q -p retro-cli
+fi
+RETRO=${RETRO:-target/release/retro}
+export RETRO
 mkdir -p "$OUT"
 
 if [ -z "${DB:-}" ]; then

@@ -21,7 +21,8 @@ pub enum BenchCommand {
     Index(IndexBench),
     /// Time the Retro model's forward (and, with --backward, loss + backward) on seeded inputs.
     Forward(ForwardBench),
-    /// Time greedy decoding with the plain decoder and its KV cache (no stop tokens), prompt given as ids.
+    /// Time greedy decoding with the plain decoder and its KV cache (no stop tokens), prompt given as ids;
+    /// with --db, also a Retro model retrieving at every chunk, and the share of time retrieval takes.
     Decode(DecodeBench),
     /// Write the seeded tiny Retro checkpoint of the numpy fixture (for bench/retro_torch.py's self-check).
     TinyRetro(TinyRetroBench),
@@ -165,6 +166,11 @@ pub struct DecodeBench {
     /// Timed repetitions (after one untimed warm-up generation of 4 tokens).
     #[arg(long, default_value_t = 1)]
     repeats: usize,
+    /// With a Retro checkpoint: also decode with retrieval from this DB at every chunk, and report
+    /// the time spent retrieving (BERT embedding + search + neighbour tokens) and the whole cost of
+    /// retrieval (that plus the encoder and chunked cross-attention: with minus without).
+    #[arg(long)]
+    db: Option<PathBuf>,
     #[arg(long)]
     json: bool,
 }
@@ -313,6 +319,9 @@ fn forward(args: ForwardBench) -> Result<()> {
 }
 
 fn decode(args: DecodeBench) -> Result<()> {
+    if args.db.is_some() {
+        return decode_with_retrieval(args);
+    }
     let device = Device::Cpu;
     let start = Instant::now();
     let decoder = if args.model.is_dir() && is_retro_checkpoint(&args.model) {
@@ -345,6 +354,110 @@ fn decode(args: DecodeBench) -> Result<()> {
             tokens.len(),
             args.prompt_ids.len(),
             tokens.len() as f64 / best
+        );
+    }
+    Ok(())
+}
+
+/// A retriever that times its inner one.
+struct TimedRetriever<'a> {
+    inner: &'a mut dyn retro_model::Retriever,
+    seconds: f64,
+    calls: usize,
+}
+
+impl retro_model::Retriever for TimedRetriever<'_> {
+    fn retrieve(
+        &mut self,
+        chunk: &[u32],
+        k: usize,
+        retrieved_len: usize,
+    ) -> Result<Vec<retro_model::Neighbor>> {
+        let t = Instant::now();
+        let out = self.inner.retrieve(chunk, k, retrieved_len);
+        self.seconds += t.elapsed().as_secs_f64();
+        self.calls += 1;
+        out
+    }
+}
+
+/// `bench decode --db`: greedy decoding of a Retro model with retrieval at every chunk against
+/// the same number of tokens without retrieval (its plain decoder), alternating, best of each.
+/// Issue 3's goal: retrieval (embed + search + encoder) under 10% of decode time.
+fn decode_with_retrieval(args: DecodeBench) -> Result<()> {
+    let device = Device::Cpu;
+    let db = args.db.as_deref().expect("called with --db");
+    if !(args.model.is_dir() && is_retro_checkpoint(&args.model)) {
+        bail!(
+            "--db needs a Retro checkpoint (from `retro model retrofit`); {} is not one",
+            args.model.display()
+        );
+    }
+    let start = Instant::now();
+    let model = RetroWeights::load(&args.model, &device)?.build()?;
+    let tokenizer = retro_data::GptTokenizer::load(&args.model, None)?;
+    let mut retriever = retro_serve::DbRetriever::open(db, &tokenizer, &model)?;
+    let load_s = start.elapsed().as_secs_f64();
+    let opts = retro_model::GenerateOptions {
+        max_new: args.max_new,
+        sampling: Default::default(),
+        stop: Vec::new(),
+    };
+    let run = |retriever: Option<&mut dyn retro_model::Retriever>| -> Result<(f64, usize)> {
+        let t = Instant::now();
+        let g = retro_model::generate(
+            &model,
+            &args.prompt_ids,
+            retriever,
+            &opts,
+            retro_model::Mode::Cached,
+            &mut |_| Ok(std::ops::ControlFlow::Continue(())),
+        )?;
+        Ok((t.elapsed().as_secs_f64(), g.tokens.len()))
+    };
+    run(None)?; // warm-up
+    let (mut with, mut without, mut retrieve) = (Vec::new(), Vec::new(), Vec::new());
+    let mut calls = 0;
+    let mut new_tokens = 0;
+    for _ in 0..args.repeats.max(1) {
+        let mut timed = TimedRetriever {
+            inner: &mut retriever,
+            seconds: 0.0,
+            calls: 0,
+        };
+        let (s, n) = run(Some(&mut timed))?;
+        with.push(s);
+        retrieve.push(timed.seconds);
+        calls = timed.calls;
+        let (s0, n0) = run(None)?;
+        if n0 != n {
+            bail!("decoding gave {n} tokens with retrieval and {n0} without");
+        }
+        without.push(s0);
+        new_tokens = n;
+    }
+    let best = |v: &[f64]| v.iter().copied().fold(f64::INFINITY, f64::min);
+    let (best_with, best_without) = (best(&with), best(&without));
+    // The run whose total was best, and its own retrieval time.
+    let i = with.iter().position(|&s| s == best_with).unwrap_or(0);
+    let report = serde_json::json!({
+        "prompt_len": args.prompt_ids.len(), "new_tokens": new_tokens, "load_s": load_s,
+        "retrievals": calls,
+        "seconds_with_retrieval": with, "seconds_without": without, "seconds_retrieving": retrieve,
+        "best_with_s": best_with, "best_without_s": best_without,
+        "retrieve_share": retrieve[i] / best_with,
+        "retrieval_cost_share": (best_with - best_without) / best_with,
+    });
+    if args.json {
+        println!("{report}");
+    } else {
+        println!(
+            "{new_tokens} tokens after a {}-token prompt, {calls} retrievals: {best_with:.3} s with \
+             retrieval, {best_without:.3} s without; embedding + search {:.1}% of the time, \
+             retrieval with encoder and cross-attention {:.1}%",
+            args.prompt_ids.len(),
+            100.0 * retrieve[i] / best_with,
+            100.0 * (best_with - best_without) / best_with
         );
     }
     Ok(())
