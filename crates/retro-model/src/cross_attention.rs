@@ -28,9 +28,30 @@ impl CrossAttention {
 
     /// `x` `(batch, t, hidden)` attends to every position of `ctx` `(batch, s, hidden)`.
     pub fn forward(&self, x: &Tensor, ctx: &Tensor) -> Result<Tensor> {
+        self.forward_keys_values(x, &self.keys_values(ctx)?)
+    }
+
+    /// The keys and values of a context `(batch, s, hidden)`, each `(batch, kv_heads, s,
+    /// head_dim)`. Generation computes them once per retrieved chunk and reuses them for the m
+    /// tokens that attend to that chunk (at one token per step they cost more than the rest of
+    /// the layer: s = k·r = 256 context rows against one query row).
+    pub fn keys_values(&self, ctx: &Tensor) -> Result<(Tensor, Tensor)> {
+        let (b, s, _) = ctx.dims3()?;
+        let (nkv, hd) = (self.p.num_kv_heads, self.p.head_dim);
+        let heads = |y: Tensor| -> Result<Tensor> {
+            y.reshape((b, s, nkv, hd))?.transpose(1, 2)?.contiguous()
+        };
+        Ok((
+            heads(self.p.k_proj.forward(ctx)?)?,
+            heads(self.p.v_proj.forward(ctx)?)?,
+        ))
+    }
+
+    /// [`CrossAttention::forward`] with the context's keys and values already computed
+    /// ([`CrossAttention::keys_values`]).
+    pub fn forward_keys_values(&self, x: &Tensor, (k, v): &(Tensor, Tensor)) -> Result<Tensor> {
         let (b, t, _) = x.dims3()?;
-        let s = ctx.dim(1)?;
-        let (nh, nkv, hd) = (self.p.num_heads, self.p.num_kv_heads, self.p.head_dim);
+        let (nh, hd) = (self.p.num_heads, self.p.head_dim);
         let q = self
             .p
             .q_proj
@@ -38,11 +59,6 @@ impl CrossAttention {
             .reshape((b, t, nh, hd))?
             .transpose(1, 2)?
             .contiguous()?;
-        let heads = |y: Tensor| -> Result<Tensor> {
-            y.reshape((b, s, nkv, hd))?.transpose(1, 2)?.contiguous()
-        };
-        let k = heads(self.p.k_proj.forward(ctx)?)?;
-        let v = heads(self.p.v_proj.forward(ctx)?)?;
-        self.p.attend(&q, &k, &v, None)
+        self.p.attend(&q, k, v, None)
     }
 }

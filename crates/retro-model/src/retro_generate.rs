@@ -115,6 +115,10 @@ pub struct RetroCache {
     pending: Option<Tensor>,
     /// Per complete chunk: the encoder output `(b, k·r, d)`, `None` if it had no neighbours.
     encoded: Vec<Option<Tensor>>,
+    /// Per decoder layer: the chunk its CCA attended to last and that chunk's keys and values
+    /// (`CrossAttention::keys_values`). Positions attend to chunks in increasing order, so only the
+    /// latest is ever needed again.
+    cca_keys_values: Vec<Option<(usize, (Tensor, Tensor))>>,
 }
 
 impl RetroCache {
@@ -134,6 +138,7 @@ impl RetroModel {
             kv: self.decoder().new_cache(),
             pending: None,
             encoded: Vec::new(),
+            cca_keys_values: vec![None; self.decoder().layers().len()],
         }
     }
 
@@ -194,6 +199,7 @@ impl RetroModel {
         let mut staged_kv = Vec::with_capacity(dec.layers().len());
         let mut encoded = cache.encoded.clone();
         let mut pending = cache.pending.clone();
+        let mut cca_keys_values = cache.cca_keys_values.clone();
         for (i, layer) in dec.layers().iter().enumerate() {
             let (mut h, kv) =
                 layer.attention_block(&x, dec.rope(), off, mask.as_ref(), Some((&cache.kv, i)))?;
@@ -235,9 +241,17 @@ impl RetroModel {
                         q += 1;
                     }
                     let len = q - p;
-                    let enc = c.and_then(|c| encoded[c].as_ref());
+                    let enc = c.and_then(|c| Some((c, encoded[c].as_ref()?)));
                     pieces.push(match enc {
-                        Some(enc) => attn.forward(&y.narrow(1, p - off, len)?, enc)?,
+                        Some((c, enc)) => {
+                            let reuse =
+                                matches!(&cca_keys_values[i], Some((cached, _)) if *cached == c);
+                            if !reuse {
+                                cca_keys_values[i] = Some((c, attn.keys_values(enc)?));
+                            }
+                            let (_, kv) = cca_keys_values[i].as_ref().expect("set above");
+                            attn.forward_keys_values(&y.narrow(1, p - off, len)?, kv)?
+                        }
                         None => {
                             Tensor::zeros((b, len, cfg.decoder.hidden_size), DType::F32, &device)?
                         }
@@ -253,6 +267,7 @@ impl RetroModel {
         cache.kv.commit(staged_kv, t)?;
         cache.encoded = encoded;
         cache.pending = pending;
+        cache.cca_keys_values = cca_keys_values;
         Ok(out)
     }
 
