@@ -13,7 +13,9 @@ One run does four things, all on the CPU with the same thread count on both side
    24 GiB bench machine can spare, see docs/benchmarks.md) for both, each measurement `--repeats`
    times as separate processes, alternating ours / torch; best, spread and ours/torch ratio of the
    best. Then one more torch step of each under torch.profiler (top ops by self CPU time).
-4. Greedy decode tokens/s of the plain decoder (64 new tokens): ours via
+4. Greedy decode tokens/s of the plain decoder (64 new tokens), and of the Retro model with retrieval
+   (`--retro-max-new`, default 128; ours retrieving from `--db` at every chunk against bench/retro_torch.py's
+   `decode`, the reference's loop that re-forwards the whole sequence per step): ours via
    `retro generate --model GPT --prompt P --max-new 64 --json --no-retrieval` timed as a process
    minus the same with --max-new 1 (load and prompt cancel out), and in-process via
    `retro bench decode`; HF transformers `LlamaForCausalLM` built from our checkpoint's
@@ -247,6 +249,47 @@ def decode(a, results):
           f"(same tokens: {r['ours_bench_decode']['same_tokens_as_generate']})")
     print(f"   HF LlamaForCausalLM.generate: {hf['tokens_per_s']:.1f} tokens/s (same tokens as ours: {hf['same_tokens_as_ours']})")
     print(f"   ratios ours/HF: generate {r['ratio_ours_generate_over_hf']:.2f}, bench decode {r['ratio_ours_bench_decode_over_hf']:.2f}")
+    if a.skip_retro_decode or not os.path.isdir(a.db):
+        print(f"   (Retro decoding with retrieval skipped: {'--skip-retro-decode' if a.skip_retro_decode else a.db + ' is missing'})")
+        return
+    retro_decode(a, ids, r)
+
+
+def retro_decode(a, ids, r):
+    """The Retro model decoding with retrieval: ours retrieves from the DB at every chunk (KV cache, CCA keys and
+    values cached per chunk); the reference's loop re-forwards the whole sequence at every step with one neighbour
+    array repeated for every chunk (bench/retro_torch.py decode). Both: N tokens / best total time."""
+    n = a.retro_max_new
+    cmd = [a.retro, "--threads", str(a.threads), "bench", "decode", "--model", a.ckpt, "--db", a.db, "--prompt-ids",
+           ",".join(map(str, ids)), "--max-new", str(n), "--repeats", str(a.repeats), "--json"]
+    out, _, _, load, others = run(cmd)
+    ours = last_json(out)
+    ours["tokens_per_s"] = ours["new_tokens"] / ours["best_with_s"]
+    ours.update(cmd=shown(cmd[:10]) + " IDS " + shown(cmd[11:]), load_avg_before=load, others_cpu_pct=others)
+    tcmd = [PY, TORCH_SCRIPT, "decode", "--model", a.ckpt, "--prompt-ids", ",".join(map(str, ids)), "--max-new",
+            str(n), "--repeats", str(min(a.repeats, 2)), "--threads", str(a.threads), "--json"]
+    out, _, _, load, others = run(tcmd)
+    ref = last_json(out)
+    ref.update(cmd=shown(tcmd), load_avg_before=load, others_cpu_pct=others)
+    qcmd = cmd[:-1] + ["--decode-weights", "q8_0", "--json"]
+    out, _, _, load, others = run(qcmd)
+    q8 = last_json(out)
+    q8["tokens_per_s"] = q8["new_tokens"] / q8["best_with_s"]
+    q8.update(load_avg_before=load, others_cpu_pct=others, same_tokens_as_f32=q8["tokens"] == ours["tokens"])
+    r["retro"] = {"ours": ours, "ours_q8_0": q8, "torch_reference_loop": ref,
+                  "ratio_ours_q8_0_over_hf_plain": q8["tokens_per_s"] / r["hf"]["tokens_per_s"],
+                  "ratio_ours_over_torch_reference": ours["tokens_per_s"] / ref["tokens_per_s_total"],
+                  "ratio_ours_over_hf_plain": ours["tokens_per_s"] / r["hf"]["tokens_per_s"]}
+    print(f"== 4b. Retro decoding with retrieval, {n} tokens (tokens/s = {n} / best total time):")
+    print(f"   ours `retro bench decode --db` ({ours['retrievals']} retrievals): {ours['tokens_per_s']:.1f} tokens/s; "
+          f"embedding + search + encoder {100 * ours['retrieval_share']:.1f}% of the time, "
+          f"everything retrieval adds {100 * ours['retrieval_cost_share']:.1f}%")
+    print(f"   ours with --decode-weights q8_0 (decoder matrices rounded to Q8_0 for one-row products): "
+          f"{q8['tokens_per_s']:.1f} tokens/s (same tokens as f32: {q8['same_tokens_as_f32']})")
+    print(f"   PyTorch, the reference's loop (full re-forward per step): {ref['tokens_per_s_total']:.1f} tokens/s")
+    print(f"   ratios: ours / reference loop {r['retro']['ratio_ours_over_torch_reference']:.1f}, "
+          f"ours Retro / HF plain decoder {r['retro']['ratio_ours_over_hf_plain']:.2f} "
+          f"(q8_0: {r['retro']['ratio_ours_q8_0_over_hf_plain']:.2f})")
 
 
 def hf_decode(a, ids, n_new):
@@ -314,6 +357,10 @@ def main():
     ap.add_argument("--skip-check", action="store_true")
     ap.add_argument("--skip-timing", action="store_true")
     ap.add_argument("--skip-decode", action="store_true")
+    ap.add_argument("--skip-retro-decode", action="store_true")
+    ap.add_argument("--db", default=os.path.join("demo-out", "wiki-db"),
+                    help="retrieval DB for the Retro decoding row (the demo's; skipped when missing)")
+    ap.add_argument("--retro-max-new", type=int, default=128)
     ap.add_argument("--json-out", default=os.path.join("bench", "out", "results.jsonl"))
     ap.add_argument("--wait-quiet", type=float, default=0.0, metavar="S",
                     help="before each measurement wait up to S seconds for a 5-s window with at most "

@@ -26,6 +26,10 @@ Usage (from the repository root, with bench/.venv/bin/python):
   retro_torch.py forward --model DIR [--batch 4] [--seq 512] [--steps 3] [--warmup 1] [--backward]
                          [--no-retrieval] [--seed 0] [--threads 2] [--dtype float32|float64] [--dump-logits F.npy] [--profile] [--json]
       The same measurement as `retro bench forward` on the same seeded inputs (`seeded_inputs`).
+  retro_torch.py decode --model DIR --prompt-ids 1,2,3 [--max-new 128] [--repeats 2] [--threads 2] [--json]
+      Greedy decoding as the reference generates (shared reference §5, `retro_generation.py`): the whole
+      sequence re-forwarded at every step (no KV cache), one [k, r] neighbour array repeated for every chunk
+      (seeded random tokens here: timing does not depend on their values). Times N tokens and 1 token.
 """
 import argparse
 import json
@@ -287,6 +291,42 @@ def forward(args):
     return 0
 
 
+def decode(args):
+    torch.set_num_threads(args.threads)
+    model = RetroTorch(args.model)
+    prompt = [int(x) for x in args.prompt_ids.split(",")]
+    _, nb = seeded_inputs(1, model.m, model.d["vocab_size"], model.m, model.k, model.r, args.seed)
+    one = nb[0, 0]  # (k, r), repeated for every chunk as the reference does
+
+    def generate(n):
+        seq = list(prompt)
+        with torch.inference_mode():
+            for _ in range(n):
+                l = -(-len(seq) // model.m)
+                logits = model.forward(torch.tensor([seq]), one.expand(1, l, model.k, model.r))
+                seq.append(int(logits[0, -1].argmax()))
+        return seq[len(prompt):]
+
+    generate(2)  # warm-up
+    times = {args.max_new: [], 1: []}
+    for _ in range(args.repeats):
+        for n in (args.max_new, 1):
+            t = time.perf_counter()
+            generate(n)
+            times[n].append(time.perf_counter() - t)
+    best_n, best_1 = min(times[args.max_new]), min(times[1])
+    report = {"prompt_len": len(prompt), "new_tokens": args.max_new, "seconds": times[args.max_new],
+              "seconds_1": times[1], "best_s": best_n, "tokens_per_s_total": args.max_new / best_n,
+              "tokens_per_s": (args.max_new - 1) / (best_n - best_1), "threads": torch.get_num_threads(),
+              "torch": torch.__version__}
+    if args.json:
+        print(json.dumps(report))
+    else:
+        print(f"{args.max_new} tokens after a {len(prompt)}-token prompt, full re-forward per step: "
+              f"{best_n:.2f} s, {report['tokens_per_s']:.1f} tokens/s over the steps after the first")
+    return 0
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     sub = ap.add_subparsers(dest="cmd", required=True)
@@ -309,8 +349,16 @@ def main():
     f.add_argument("--profile", action="store_true", help="profile one more step (torch.profiler, top ops)")
     f.add_argument("--profile-rows", type=int, default=15)
     f.add_argument("--json", action="store_true")
+    g = sub.add_parser("decode", help="time greedy decoding the reference's way (full re-forward per step)")
+    g.add_argument("--model", required=True)
+    g.add_argument("--prompt-ids", required=True)
+    g.add_argument("--max-new", type=int, default=128)
+    g.add_argument("--repeats", type=int, default=2)
+    g.add_argument("--threads", type=int, default=2)
+    g.add_argument("--seed", type=int, default=0)
+    g.add_argument("--json", action="store_true")
     args = ap.parse_args()
-    sys.exit(check(args) if args.cmd == "check" else forward(args))
+    sys.exit({"check": check, "forward": forward, "decode": decode}[args.cmd](args))
 
 
 if __name__ == "__main__":

@@ -171,6 +171,8 @@ pub struct DecodeBench {
     /// retrieval (that plus the encoder and chunked cross-attention: with minus without).
     #[arg(long)]
     db: Option<PathBuf>,
+    #[command(flatten)]
+    decode: crate::decode_weights_arg::DecodeWeightsArg,
     #[arg(long)]
     json: bool,
 }
@@ -326,11 +328,11 @@ fn decode(args: DecodeBench) -> Result<()> {
     let start = Instant::now();
     let decoder = if args.model.is_dir() && is_retro_checkpoint(&args.model) {
         RetroWeights::load(&args.model, &device)?
-            .build()?
+            .build_for(args.decode.decode_weights)?
             .decoder()
             .clone()
     } else {
-        Weights::load(&args.model, &device)?.build()?
+        Weights::load(&args.model, &device)?.build_for(args.decode.decode_weights)?
     };
     let load_s = start.elapsed().as_secs_f64();
     retro_model::generate::greedy(&decoder, &args.prompt_ids, 4.min(args.max_new), &[])?;
@@ -394,7 +396,7 @@ fn decode_with_retrieval(args: DecodeBench) -> Result<()> {
         );
     }
     let start = Instant::now();
-    let model = RetroWeights::load(&args.model, &device)?.build()?;
+    let model = RetroWeights::load(&args.model, &device)?.build_for(args.decode.decode_weights)?;
     let tokenizer = retro_data::GptTokenizer::load(&args.model, None)?;
     let mut retriever = retro_serve::DbRetriever::open(db, &tokenizer, &model)?;
     let load_s = start.elapsed().as_secs_f64();
@@ -403,7 +405,7 @@ fn decode_with_retrieval(args: DecodeBench) -> Result<()> {
         sampling: Default::default(),
         stop: Vec::new(),
     };
-    let run = |retriever: Option<&mut dyn retro_model::Retriever>| -> Result<(f64, usize)> {
+    let run = |retriever: Option<&mut dyn retro_model::Retriever>| -> Result<(f64, Vec<u32>)> {
         let t = Instant::now();
         let g = retro_model::generate(
             &model,
@@ -413,29 +415,34 @@ fn decode_with_retrieval(args: DecodeBench) -> Result<()> {
             retro_model::Mode::Cached,
             &mut |_| Ok(std::ops::ControlFlow::Continue(())),
         )?;
-        Ok((t.elapsed().as_secs_f64(), g.tokens.len()))
+        Ok((t.elapsed().as_secs_f64(), g.tokens))
     };
     run(None)?; // warm-up
     let (mut with, mut without, mut retrieve) = (Vec::new(), Vec::new(), Vec::new());
     let mut calls = 0;
-    let mut new_tokens = 0;
+    let mut tokens = Vec::new();
     for _ in 0..args.repeats.max(1) {
         let mut timed = TimedRetriever {
             inner: &mut retriever,
             seconds: 0.0,
             calls: 0,
         };
-        let (s, n) = run(Some(&mut timed))?;
+        let (s, with_tokens) = run(Some(&mut timed))?;
         with.push(s);
         retrieve.push(timed.seconds);
         calls = timed.calls;
-        let (s0, n0) = run(None)?;
-        if n0 != n {
-            bail!("decoding gave {n} tokens with retrieval and {n0} without");
+        let (s0, without_tokens) = run(None)?;
+        if with_tokens.len() != without_tokens.len() {
+            bail!(
+                "decoding gave {} tokens with retrieval and {} without",
+                with_tokens.len(),
+                without_tokens.len()
+            );
         }
         without.push(s0);
-        new_tokens = n;
+        tokens = with_tokens;
     }
+    let new_tokens = tokens.len();
     let best = |v: &[f64]| v.iter().copied().fold(f64::INFINITY, f64::min);
     let (best_with, best_without) = (best(&with), best(&without));
     // The run whose total was best, and its own retrieval time.
@@ -469,6 +476,7 @@ fn decode_with_retrieval(args: DecodeBench) -> Result<()> {
         "retrieve_share": retrieve[i] / best_with,
         "retrieval_share": retrieval_s / best_with,
         "retrieval_cost_share": (best_with - best_without) / best_with,
+        "decode_weights": format!("{:?}", args.decode.decode_weights), "tokens": tokens,
     });
     if args.json {
         println!("{report}");

@@ -8,6 +8,7 @@ use clap::Args;
 use retro_data::chat::{ChatTemplate, Message, Role, MEGATRON_SFT_SYSTEM};
 use retro_model::Retrieval;
 
+use crate::decode_weights_arg::DecodeWeightsArg;
 use crate::sampling_args::SamplingArgs;
 use retro_serve::{Engine, GenerateRequest, Prompt, RetrievalRequest};
 use std::io::{BufRead, IsTerminal, Write};
@@ -32,6 +33,8 @@ pub struct ChatArgs {
     max_new: usize,
     #[command(flatten)]
     sampling: SamplingArgs,
+    #[command(flatten)]
+    decode: DecodeWeightsArg,
     /// Neighbours per chunk (default: the model's k).
     #[arg(long)]
     k: Option<usize>,
@@ -42,7 +45,7 @@ pub fn run(a: ChatArgs) -> Result<()> {
     if a.max_new == 0 {
         anyhow::bail!("--max-new must be at least 1");
     }
-    let mut engine = Engine::load(&a.model, a.db.as_deref())?;
+    let mut engine = Engine::load_with(&a.model, a.db.as_deref(), a.decode.decode_weights)?;
     let template = a.template.unwrap_or_else(|| engine.default_template());
     template.check_tokenizer(engine.tokenizer().inner())?;
     let system = a

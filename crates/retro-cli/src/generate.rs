@@ -2,6 +2,7 @@
 //! retrieval DB each time the sequence completes a chunk. A thin shell over `retro_serve::Engine` (loading, the
 //! DB-backed retriever and streaming decode live there; the generation loop in `retro_model::retro_generate`).
 
+use crate::decode_weights_arg::DecodeWeightsArg;
 use crate::output::write_stdout;
 use crate::sampling_args::SamplingArgs;
 use anyhow::{bail, Result};
@@ -38,6 +39,8 @@ pub struct GenerateArgs {
     max_new: usize,
     #[command(flatten)]
     sampling: SamplingArgs,
+    #[command(flatten)]
+    decode: DecodeWeightsArg,
     /// Prompt template.
     #[arg(long, value_enum, default_value = "none")]
     template: Template,
@@ -59,7 +62,7 @@ pub fn run(a: GenerateArgs) -> Result<()> {
     } else {
         a.db.as_deref()
     };
-    let mut engine = Engine::load(&a.model, db)?;
+    let mut engine = Engine::load_with(&a.model, db, a.decode.decode_weights)?;
     if engine.is_retro() && !engine.has_db() && !a.no_retrieval {
         bail!(
             "{} is a Retro checkpoint: pass --db DB to retrieve, or --no-retrieval",

@@ -6,6 +6,7 @@ mod bench;
 mod blas_core;
 mod chat;
 mod db;
+mod decode_weights_arg;
 mod eval;
 mod generate;
 mod model;

@@ -4,6 +4,8 @@ use anyhow::{bail, Result};
 use clap::Args;
 use retro_data::chat::ChatTemplate;
 use retro_serve::{Engine, ServeOptions};
+
+use crate::decode_weights_arg::DecodeWeightsArg;
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -41,6 +43,8 @@ pub struct ServeArgs {
     /// The model id that clients use (default: the model's file or directory name).
     #[arg(long)]
     model_name: Option<String>,
+    #[command(flatten)]
+    decode: DecodeWeightsArg,
 }
 
 pub fn run(a: ServeArgs) -> Result<()> {
@@ -62,6 +66,6 @@ pub fn run(a: ServeArgs) -> Result<()> {
         model_name: a.model_name,
     };
     opts.validate()?;
-    let engine = Engine::load(&a.model, a.db.as_deref())?;
+    let engine = Engine::load_with(&a.model, a.db.as_deref(), a.decode.decode_weights)?;
     retro_serve::serve(engine, opts)
 }

@@ -1,5 +1,6 @@
 //! `retro generate` on the real SmolLM2-135M-Instruct GGUF (../shared/data/models/smollm2-135m-instruct): the greedy
-//! answer of its reference_generation.json, as JSON and streamed, and one-line errors.
+//! answer of its reference_generation.json, as JSON and streamed, decoding with the GGUF's blocks and with f32
+//! weights, and one-line errors.
 
 mod common;
 
@@ -51,6 +52,21 @@ fn smollm2_answers_the_reference_question() {
         "--max-new",
         "12",
     ];
+    // auto (the default) decodes with the GGUF's own blocks, f32 with the dequantised weights: both
+    // give the reference's tokens.
+    let out = retro(
+        &[
+            &args[..],
+            &["--json", "--no-retrieval", "--decode-weights", "f32"],
+        ]
+        .concat(),
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let f32_json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     let out = retro(&[&args[..], &["--json", "--no-retrieval"]].concat());
     assert!(
         out.status.success(),
@@ -58,6 +74,7 @@ fn smollm2_answers_the_reference_question() {
         String::from_utf8_lossy(&out.stderr)
     );
     let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(json["tokens"], f32_json["tokens"]);
     let text = json["text"].as_str().unwrap();
     assert!(
         text.starts_with("The capital of France is Paris"),

@@ -141,6 +141,41 @@ impl BlockMatrix {
         })
     }
 
+    /// Rounds a row-major `rows × cols` f32 matrix to `Q8_0` blocks as llama.cpp's
+    /// `quantize_row_q8_0` does (scale `max|w|/127` per block of 32, codes rounded to nearest), but
+    /// keeps each scale in f32 rather than f16. Lossy: each weight moves by at most half a step,
+    /// `max|w|/254` of its block.
+    pub fn quantize_q8_0(rows: usize, cols: usize, values: &[f32]) -> Result<Self> {
+        if !cols.is_multiple_of(BLOCK) {
+            bail!("block matrix: {cols} columns is not a multiple of {BLOCK}");
+        }
+        if values.len() != rows * cols {
+            bail!(
+                "block matrix ({rows}, {cols}): {} values given",
+                values.len()
+            );
+        }
+        if let Some(bad) = values.iter().find(|v| !v.is_finite()) {
+            bail!("block matrix: cannot round the non-finite weight {bad}");
+        }
+        let blocks = rows * cols / BLOCK;
+        let mut scales = Vec::with_capacity(blocks);
+        let mut codes = Vec::with_capacity(rows * cols);
+        for block in values.chunks_exact(BLOCK) {
+            let amax = block.iter().fold(0f32, |a, v| a.max(v.abs()));
+            let d = amax / 127.0;
+            let inv = if d > 0.0 { 1.0 / d } else { 0.0 };
+            scales.push(d);
+            codes.extend(block.iter().map(|v| (v * inv).round() as i8));
+        }
+        Ok(Self {
+            format: BlockFormat::Q8_0,
+            rows,
+            cols,
+            codes: Codes::Bytes { scales, codes },
+        })
+    }
+
     pub fn format(&self) -> BlockFormat {
         self.format
     }

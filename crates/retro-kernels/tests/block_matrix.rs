@@ -107,8 +107,8 @@ fn dequantize_follows_the_ggml_layouts() {
     let w = BlockMatrix::from_ggml(BlockFormat::Q8_0, 1, 32, &q80)
         .unwrap()
         .dequantize();
-    for j in 0..32 {
-        assert_eq!(w[j], j as f32 - 16.0);
+    for (j, wj) in w.iter().enumerate() {
+        assert_eq!(*wj, j as f32 - 16.0);
     }
 }
 
@@ -149,4 +149,31 @@ fn block_linear_takes_one_row_only() {
     );
     let two = candle_core::Tensor::ones((2, 64), candle_core::DType::F32, &dev).unwrap();
     assert!(block_linear(&two, &m).is_err());
+}
+
+#[test]
+fn q8_0_rounding_stays_within_half_a_step() {
+    let mut rng = Lcg(5);
+    let (rows, cols) = (7, 96);
+    let mut values: Vec<f32> = (0..rows * cols).map(|_| rng.unit() * 0.3).collect();
+    values[40..72].fill(0.0); // an all-zero block
+    let m = BlockMatrix::quantize_q8_0(rows, cols, &values).unwrap();
+    assert_eq!(m.format(), BlockFormat::Q8_0);
+    let back = m.dequantize();
+    for (b, (v, w)) in values.chunks(BLOCK).zip(back.chunks(BLOCK)).enumerate() {
+        let amax = v.iter().fold(0f32, |a, x| a.max(x.abs()));
+        for (x, y) in v.iter().zip(w) {
+            assert!(
+                (x - y).abs() <= amax / 254.0 * 1.0001,
+                "block {b}: {x} -> {y}"
+            );
+        }
+        // The largest weight of a block is exact up to the scale's rounding.
+        let top = v.iter().position(|x| x.abs() == amax).unwrap();
+        assert!((w[top] - v[top]).abs() <= amax * 1e-6, "block {b}");
+    }
+    assert!(back[40..72].iter().all(|&y| y == 0.0));
+    assert!(BlockMatrix::quantize_q8_0(1, 32, &[f32::NAN; 32]).is_err());
+    assert!(BlockMatrix::quantize_q8_0(1, 48, &[0.0; 48]).is_err());
+    assert!(BlockMatrix::quantize_q8_0(2, 32, &[0.0; 32]).is_err());
 }

@@ -19,6 +19,7 @@ pub mod alignment;
 pub mod attention;
 pub mod config;
 pub mod cross_attention;
+pub mod decode_weights;
 pub mod decoder;
 pub mod generate;
 pub mod gguf;
@@ -41,6 +42,7 @@ pub use alignment::{cca_alignment, CcaAlignment};
 /// The candle version the model is built on, for callers that need a `Device` or `Tensor`.
 pub use candle_core;
 pub use config::{LlamaConfig, RopeLayout};
+pub use decode_weights::DecodeWeights;
 pub use decoder::{DecoderLayer, Llama};
 pub use kv_cache::KvCache;
 pub use retro::RetroModel;

@@ -140,6 +140,11 @@ impl RetroModel {
         &self.decoder
     }
 
+    /// The decoder, to attach decoding blocks ([`Llama::use_blocks`]).
+    pub fn decoder_mut(&mut self) -> &mut Llama {
+        &mut self.decoder
+    }
+
     /// Logits `(batch, seq, vocab)` for `input_ids` `(batch, seq)` and, optionally, the neighbour
     /// tokens `(batch, l, k, r)` of each of the l = ceil(seq/m) chunks of the right-aligned grid of
     /// [`cca_alignment`] (chunk j's k neighbours of r tokens each, continuation included).

@@ -13,6 +13,7 @@ use candle_nn::{VarBuilder, VarMap};
 use serde::Serialize;
 
 use crate::config::{LlamaConfig, RopeLayout};
+use crate::decode_weights::{with_q8_0_blocks, DecodeWeights};
 use crate::hf;
 use crate::retro::RetroModel;
 use crate::retro_config::{RetroConfig, RetroOptions};
@@ -300,6 +301,19 @@ impl RetroWeights {
             VarBuilder::from_tensors(self.tensors.clone(), DType::F32, &device),
             &self.config,
         )
+    }
+
+    /// [`RetroWeights::build`], its decoder decoding with Q8_0 blocks rounded from its f32 weights
+    /// when `decode` is [`DecodeWeights::Q8_0`] (a checkpoint has no GGUF blocks, so `Auto` and
+    /// `F32` are the f32 weights).
+    pub fn build_for(&self, decode: DecodeWeights) -> Result<RetroModel> {
+        let mut model = self.build()?;
+        if decode == DecodeWeights::Q8_0 && tensors_device(&self.tensors)?.is_cpu() {
+            let blocks =
+                with_q8_0_blocks(&self.config.decoder, &self.tensors, &Default::default())?;
+            model.decoder_mut().use_blocks(&blocks)?;
+        }
+        Ok(model)
     }
 
     /// A trainable model: every tensor becomes a `Var` of the returned map.

@@ -12,6 +12,7 @@ use candle_core::{DType, Device, Tensor};
 use candle_nn::{VarBuilder, VarMap};
 
 use crate::config::{LlamaConfig, RopeLayout};
+use crate::decode_weights::{with_q8_0_blocks, DecodeWeights};
 use crate::decoder::Llama;
 use crate::linear::BlockMap;
 use crate::rope::{interleaved_to_rotate_half, rotate_half_to_interleaved};
@@ -212,6 +213,20 @@ impl Weights {
             model.use_blocks(&self.blocks)?;
         }
         Ok(model)
+    }
+
+    /// [`Weights::build`] with a choice of the weights that decoding multiplies ([`DecodeWeights`]).
+    pub fn build_for(&self, decode: DecodeWeights) -> Result<Llama> {
+        let blocks = match decode {
+            DecodeWeights::Auto => return self.build(),
+            DecodeWeights::F32 => BlockMap::new(),
+            DecodeWeights::Q8_0 => with_q8_0_blocks(&self.config, &self.tensors, &self.blocks)?,
+        };
+        Weights {
+            blocks,
+            ..self.clone()
+        }
+        .build()
     }
 
     /// Builds a trainable model: every tensor becomes a `Var` of the returned map (for an

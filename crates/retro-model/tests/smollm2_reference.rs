@@ -236,12 +236,7 @@ fn gguf_blocks_dequantise_to_the_loaded_weights() {
 #[test]
 fn decoding_with_blocks_equals_decoding_with_f32_weights() {
     let w = Weights::load(&model_dir(), &Device::Cpu).unwrap();
-    let plain = Weights {
-        blocks: Default::default(),
-        ..w.clone()
-    }
-    .build()
-    .unwrap();
+    let plain = w.build_for(retro_model::DecodeWeights::F32).unwrap();
     let item = reference().into_iter().next().unwrap();
     let steps = |m: &Llama| -> Vec<Tensor> {
         let mut cache = m.new_cache();

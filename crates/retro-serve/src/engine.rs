@@ -24,8 +24,8 @@ use retro_data::chat::{ChatTemplate, Message};
 use retro_data::GptTokenizer;
 use retro_model::candle_core::Device;
 use retro_model::{
-    generate, generate_plain, GenerateOptions, Generation, Mode, Retrieval, SamplingOptions,
-    TokenFlow,
+    generate, generate_plain, DecodeWeights, GenerateOptions, Generation, Mode, Retrieval,
+    SamplingOptions, TokenFlow,
 };
 use std::path::Path;
 
@@ -148,8 +148,13 @@ impl Engine {
     /// its tokenizer.json must be next to it) on the CPU, and the retrieval DB at `db`, which needs a Retro model whose
     /// tokenizer and chunk length the DB was built with.
     pub fn load(model: &Path, db: Option<&Path>) -> Result<Self> {
+        Self::load_with(model, db, DecodeWeights::Auto)
+    }
+
+    /// [`Engine::load`] with a choice of the weights decoding multiplies (`--decode-weights`).
+    pub fn load_with(model: &Path, db: Option<&Path>, decode: DecodeWeights) -> Result<Self> {
         let device = Device::Cpu;
-        let (loaded, tokenizer_dir) = LoadedModel::load(model, &device)?;
+        let (loaded, tokenizer_dir) = LoadedModel::load(model, &device, decode)?;
         let tokenizer = GptTokenizer::load(&tokenizer_dir, None).with_context(|| {
             format!(
                 "cannot load the model's tokenizer from {}",

@@ -7,7 +7,7 @@ use retro_data::GptTokenizer;
 use retro_model::candle_core::Device;
 use retro_model::retro_config::is_retro_checkpoint;
 use retro_model::retro_weights::source_dir;
-use retro_model::{Llama, RetroModel, RetroWeights, Weights};
+use retro_model::{DecodeWeights, Llama, RetroModel, RetroWeights, Weights};
 use std::path::{Path, PathBuf};
 
 /// A plain GPT or a Retro model.
@@ -17,20 +17,24 @@ pub enum LoadedModel {
 }
 
 impl LoadedModel {
-    /// The model and the directory holding its tokenizer.json.
-    pub fn load(path: &Path, device: &Device) -> Result<(Self, PathBuf)> {
+    /// The model and the directory holding its tokenizer.json; decoding multiplies the weights
+    /// that `decode` names ([`DecodeWeights`]).
+    pub fn load(path: &Path, device: &Device, decode: DecodeWeights) -> Result<(Self, PathBuf)> {
         if !path.exists() {
             anyhow::bail!("model: {} does not exist", path.display());
         }
         if path.is_dir() && is_retro_checkpoint(path) {
             let w = RetroWeights::load(path, device)
                 .with_context(|| format!("cannot load the Retro checkpoint {}", path.display()))?;
-            return Ok((Self::Retro(Box::new(w.build()?)), path.to_path_buf()));
+            return Ok((
+                Self::Retro(Box::new(w.build_for(decode)?)),
+                path.to_path_buf(),
+            ));
         }
         let w = Weights::load(path, device)
             .with_context(|| format!("cannot load the model {}", path.display()))?;
         let dir = source_dir(&w.source).unwrap_or_else(|| path.to_path_buf());
-        Ok((Self::Gpt(Box::new(w.build()?)), dir))
+        Ok((Self::Gpt(Box::new(w.build_for(decode)?)), dir))
     }
 
     /// The model's context length (max_position_embeddings).
