@@ -1,7 +1,8 @@
 //! `retro eval qa` end to end: contexts come from the DB's search, an interrupted evaluation resumes to the results of
 //! an uninterrupted one, the encoder changes answers when on (and does not when its CCA is zero), SmolLM2-Instruct
 //! answers from gold contexts, BoolQ is scored by True/False accuracy, a QuAC dialogue is searched with all its
-//! questions, and bad input gives one-line errors.
+//! questions, and bad input gives one-line errors. Also `retro generate --context-k`, which puts the same passages
+//! into a free prompt.
 
 mod common;
 
@@ -323,4 +324,72 @@ fn bad_tasks_give_one_line_errors() {
     #[rustfmt::skip]
     fails(&["eval", "qa", "--model", p(&model), "--data", p(&nq()), "--task", "boolq", "--limit", "1"],
           "nq-open-dev.jsonl.gz:1: `answers`: \"14 December 1972 UTC\" is not a True/False label");
+}
+
+/// `retro generate --context-k 2`: the DB's top 2 passages for the prompt (as `retro db search` ranks them) go into
+/// the prompt before it; with `--template megatron` in the reference's evaluation format.
+#[test]
+fn generate_context_k_puts_the_top_passages_into_the_prompt() {
+    let f = fixture();
+    let smollm2 = shared_data().join("models/smollm2-135m-instruct");
+    let question = "Who painted the Mona Lisa?";
+    let hits: serde_json::Value = serde_json::from_str(&ok(&[
+        "db",
+        "search",
+        p(&f.db),
+        question,
+        "-k",
+        "2",
+        "--json",
+    ]))
+    .unwrap();
+    let generate = |template: &str| -> serde_json::Value {
+        #[rustfmt::skip]
+        let out = ok(&["generate", "--model", p(&smollm2), "--db", p(&f.db), "--context-k", "2", "--template",
+                       template, "--prompt", question, "--max-new", "2", "--json"]);
+        serde_json::from_str(&out).unwrap()
+    };
+    let plain = generate("none");
+    let contexts: Vec<&str> = plain["contexts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c.as_str().unwrap())
+        .collect();
+    assert_eq!(contexts.len(), 2);
+    for (c, hit) in contexts.iter().zip(hits.as_array().unwrap()) {
+        let title = hit["title"].as_str().unwrap_or("");
+        assert!(
+            c.starts_with(&format!("title: {title}, source: ")),
+            "{c:?} for {hit}"
+        );
+    }
+    assert_eq!(
+        plain["prompt"],
+        format!("{}\n\n{}\n\n{question}", contexts[0], contexts[1])
+    );
+    let megatron = generate("megatron");
+    let prompt = megatron["prompt"].as_str().unwrap();
+    assert!(
+        prompt.starts_with(
+            "System: This is a chat between a user and an artificial intelligence assistant."
+        ) && prompt.contains("based on the context")
+            && prompt.contains(&format!(
+                "{}\n\n{}\n\nUser: {question}\n\nAssistant:",
+                contexts[0], contexts[1]
+            )),
+        "{prompt:?}"
+    );
+    fails(
+        &[
+            "generate",
+            "--model",
+            p(&smollm2),
+            "--context-k",
+            "2",
+            "--prompt",
+            question,
+        ],
+        "--context-k 2 needs --db",
+    );
 }

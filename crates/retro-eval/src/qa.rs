@@ -17,7 +17,7 @@ use retro_data::chat::format_context;
 use retro_data::ChatTemplate;
 use retro_db::RetrievalDb;
 use retro_model::{generate, generate_plain, GenerateOptions, Mode, SamplingOptions, TokenFlow};
-use retro_serve::{Engine, LoadedModel};
+use retro_serve::{prompt_contexts, Engine, LoadedModel};
 use serde::{Deserialize, Serialize};
 
 use crate::fixed_retriever::FixedRetriever;
@@ -239,16 +239,11 @@ fn contexts_for(
         }
     }
     if let Some(db) = db {
-        if o.contexts > 0 {
-            for hit in db.search(&task.search_query(example), o.contexts)? {
-                let mut tokens = db.chunks.chunk_tokens(hit.chunk);
-                if let Some(next) = db.chunks.continuation(hit.chunk) {
-                    tokens.extend(db.chunks.chunk_tokens(next));
-                }
-                let text = db.tokenizer.decode(&tokens)?;
-                contexts.push(format_context(hit.title.as_deref(), text.trim()));
-            }
-        }
+        contexts.extend(prompt_contexts(
+            db,
+            &task.search_query(example),
+            o.contexts,
+        )?);
     }
     Ok(contexts)
 }

@@ -7,7 +7,7 @@
 //!
 //! - [`engine`]: [`Engine`], [`GenerateRequest`], [`Completion`].
 //! - [`loaded`]: loading a model file or directory ([`LoadedModel`]) and its stop tokens.
-//! - [`db_retriever`]: the DB-backed [`retro_model::Retriever`].
+//! - [`db_retriever`]: the DB-backed [`retro_model::Retriever`]; [`prompt_contexts`]: passages for a prompt (§5).
 //! - [`text_stream`]: incremental decoding that never splits a UTF-8 character; [`stop_strings`]: OpenAI's `stop`.
 //! - [`api`]: the JSON wire format (OpenAI-compatible bodies, retrievals); [`api_error`]: its error objects.
 //! - [`worker`]: the model's thread and its bounded queue; [`server`]: the routes, limits and shutdown.
@@ -17,6 +17,7 @@ pub mod api_error;
 pub mod db_retriever;
 pub mod engine;
 pub mod loaded;
+pub mod prompt_contexts;
 pub mod server;
 pub mod stop_strings;
 pub mod text_stream;
@@ -27,5 +28,6 @@ pub use engine::{
     Completion, Engine, FinishReason, GenerateRequest, InvalidRequest, Prompt, RetrievalRequest,
 };
 pub use loaded::LoadedModel;
+pub use prompt_contexts::prompt_contexts;
 pub use server::{serve, ServeOptions};
 pub use text_stream::TextStream;
