@@ -38,6 +38,7 @@ use std::ops::ControlFlow;
 use anyhow::{bail, Context, Result};
 use candle_core::{DType, Device, IndexOp, Module, Tensor};
 
+use crate::alignment::cca_alignment;
 use crate::decoder::{batch_and_len, causal_mask, Llama};
 use crate::kv_cache::KvCache;
 use crate::retro::RetroModel;
@@ -229,9 +230,11 @@ impl RetroModel {
                         .then(|| all.narrow(1, done - base, end - done))
                         .transpose()?;
                 }
-                // Position p >= m-1 attends to chunk (p-m+1)/m; runs of positions sharing a chunk
-                // attend together.
-                let chunk_of = |p: usize| (p + 1).checked_sub(m).map(|q| q / m);
+                // The left-aligned grid is the reference's right-aligned one for the sequence padded
+                // to whole chunks (module docs): position p >= m-1 attends to chunk (p-m+1)/m. Runs of
+                // positions sharing a chunk attend together.
+                let grid = cca_alignment(end.next_multiple_of(m), m)?;
+                let chunk_of = |p: usize| grid.chunk_for_position(p);
                 let mut pieces = Vec::new();
                 let mut p = off;
                 while p < end {
