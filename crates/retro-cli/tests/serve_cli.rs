@@ -621,3 +621,110 @@ fn bad_flags_are_one_line_errors() {
         "cannot listen",
     );
 }
+
+/// A copy of the fixture's model whose `edit` changes one JSON file of it (config.json or tokenizer.json).
+fn edited_model(name: &str, file: &str, edit: impl Fn(&mut Value)) -> std::path::PathBuf {
+    let f = fixture();
+    let dir = f.model.parent().unwrap().join(name);
+    std::fs::create_dir_all(&dir).unwrap();
+    for entry in std::fs::read_dir(&f.model).unwrap() {
+        let entry = entry.unwrap();
+        std::fs::copy(entry.path(), dir.join(entry.file_name())).unwrap();
+    }
+    let path = dir.join(file);
+    let mut doc: Value = serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+    edit(&mut doc);
+    std::fs::write(&path, serde_json::to_string(&doc).unwrap()).unwrap();
+    dir
+}
+
+/// `retro generate` with a DB built with another tokenizer, or with chunks of another length, and with a prompt that
+/// fills the context: one-line errors.
+#[test]
+fn generate_refuses_a_foreign_db_and_a_prompt_that_fills_the_context() {
+    let f = fixture();
+    // Two tokens swap ids: the same vocabulary size, another tokenizer.
+    let other_tokenizer = edited_model("other-tokenizer", "tokenizer.json", |t| {
+        let vocab = t["model"]["vocab"].as_object_mut().unwrap();
+        let (a, b) = (vocab["the"].clone(), vocab["of"].clone());
+        vocab.insert("the".into(), b);
+        vocab.insert("of".into(), a);
+    });
+    fails(
+        &[
+            "generate",
+            "--model",
+            p(&other_tokenizer),
+            "--db",
+            p(&f.db),
+            "--prompt",
+            "Hi",
+        ],
+        "tokenizer",
+    );
+    let other_chunks = edited_model("other-chunks", "config.json", |c| {
+        c["chunk_len"] = json!(8);
+    });
+    fails(
+        &[
+            "generate",
+            "--model",
+            p(&other_chunks),
+            "--db",
+            p(&f.db),
+            "--prompt",
+            "Hi",
+        ],
+        "chunks of 16 tokens, the model's chunk_len is 8",
+    );
+    let long = "word ".repeat(5000);
+    fails(
+        &[
+            "generate",
+            "--model",
+            p(&f.model),
+            "--db",
+            p(&f.db),
+            "--prompt",
+            &long,
+        ],
+        "context",
+    );
+}
+
+/// `--context-k` on a Retro model with the encoder on: the passages open the ChatML prompt after the evaluation system
+/// turn, and the model still retrieves at every chunk of that prompt.
+#[test]
+fn generate_context_k_on_a_retro_model_with_the_encoder() {
+    let f = fixture();
+    #[rustfmt::skip]
+    let out: Value = serde_json::from_str(&ok(&["generate", "--model", p(&f.model), "--db", p(&f.db),
+        "--context-k", "2", "--template", "chatml", "--prompt", "Who painted the Mona Lisa?", "--max-new", "3",
+        "--json"])).unwrap();
+    let contexts = out["contexts"].as_array().unwrap();
+    assert_eq!(contexts.len(), 2);
+    let prompt = out["prompt"].as_str().unwrap();
+    let first_user = format!("<|im_start|>user\n{}\n\n", contexts[0].as_str().unwrap());
+    assert!(
+        prompt.starts_with("<|im_start|>system\nSystem: ")
+            || prompt.starts_with("<|im_start|>system\n"),
+        "{prompt:?}"
+    );
+    assert!(prompt.contains("based on the context"), "{prompt:?}");
+    assert!(prompt.contains(&first_user), "{prompt:?}");
+    assert!(
+        prompt.ends_with("Who painted the Mona Lisa?<|im_end|>\n<|im_start|>assistant\n"),
+        "{prompt:?}"
+    );
+    // The prompt is far longer than a chunk of 16: retrievals at 16, 32, ...
+    let positions: Vec<u64> = out["retrievals"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["position"].as_u64().unwrap())
+        .collect();
+    assert!(
+        positions.len() >= 3 && positions[..3] == [16, 32, 48],
+        "{positions:?}"
+    );
+}
