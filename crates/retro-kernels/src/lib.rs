@@ -29,6 +29,7 @@ pub use block_matrix::{block_linear, BlockFormat, BlockMatrix, BLOCK};
 pub use cross_entropy::masked_nll_sum;
 pub use fast_exp::exp;
 pub use linear::linear;
+pub use matmul::{gemm, Operand, Write};
 pub use rms_norm::rms_norm;
 pub use rope::rope;
 pub use softmax::{masked_softmax_last_dim, softmax_last_dim};

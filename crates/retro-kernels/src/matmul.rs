@@ -9,7 +9,7 @@ use crate::rows::unfilled;
 /// A row-major view of a `rows × cols` matrix inside `data`: element `(r, c)` is
 /// `data[r·row_stride + c·col_stride]`.
 #[derive(Clone, Copy)]
-pub(crate) struct Operand<'a> {
+pub struct Operand<'a> {
     pub data: &'a [f32],
     pub row_stride: usize,
     pub col_stride: usize,
@@ -42,7 +42,7 @@ impl<'a> Operand<'a> {
 
 /// How `gemm` writes its `m × n` result.
 #[derive(Clone, Copy, PartialEq)]
-pub(crate) enum Write {
+pub enum Write {
     /// `dst = scale · lhs·rhs`
     Overwrite,
     /// `dst += scale · lhs·rhs`
@@ -55,7 +55,7 @@ pub(crate) enum Write {
 /// Panics if an operand or `dst` is too short for its shape: every caller derives shapes and
 /// strides from the same dims, so that is a bug here, not bad input.
 #[allow(clippy::too_many_arguments)]
-pub(crate) fn gemm(
+pub fn gemm(
     (m, n, k): (usize, usize, usize),
     dst: &mut [f32],
     dst_row_stride: usize,
