@@ -5,7 +5,7 @@ use candle_nn::VarBuilder;
 
 use crate::config::LlamaConfig;
 use crate::kv_cache::KvCache;
-use crate::linear::{attach, BlockMap, Linear};
+use crate::linear::{attach_all, BlockMap, Linear};
 use crate::ops;
 use crate::rope::RotaryEmbedding;
 
@@ -42,16 +42,13 @@ impl Projections {
     /// Attaches the blocks named `{prefix}.{q,k,v,o}_proj.weight` found in `blocks`
     /// ([`Linear::use_blocks`]); returns how many were attached.
     pub(crate) fn use_blocks(&mut self, prefix: &str, blocks: &BlockMap) -> Result<usize> {
-        let mut n = 0;
-        for (name, lin) in [
+        let linears = [
             ("q_proj", &mut self.q_proj),
             ("k_proj", &mut self.k_proj),
             ("v_proj", &mut self.v_proj),
             ("o_proj", &mut self.o_proj),
-        ] {
-            n += attach(lin, &format!("{prefix}.{name}.weight"), blocks)?;
-        }
-        Ok(n)
+        ];
+        attach_all(prefix, linears, blocks)
     }
 
     /// Attention of queries `q` `(b, heads, t, head_dim)` (RoPE applied if any) over keys and

@@ -23,6 +23,19 @@ pub(crate) fn attach(lin: &mut Linear, name: &str, blocks: &BlockMap) -> Result<
     }
 }
 
+/// [`attach`] for each `(name, linear)`, looking up `{prefix}.{name}.weight`; how many were attached.
+pub(crate) fn attach_all<const N: usize>(
+    prefix: &str,
+    linears: [(&str, &mut Linear); N],
+    blocks: &BlockMap,
+) -> Result<usize> {
+    let mut n = 0;
+    for (name, lin) in linears {
+        n += attach(lin, &format!("{prefix}.{name}.weight"), blocks)?;
+    }
+    Ok(n)
+}
+
 #[derive(Debug, Clone)]
 pub struct Linear {
     weight: Tensor,

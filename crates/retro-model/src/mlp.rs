@@ -4,7 +4,7 @@ use candle_core::{Module, Result, Tensor};
 use candle_nn::VarBuilder;
 
 use crate::config::LlamaConfig;
-use crate::linear::{attach, BlockMap, Linear};
+use crate::linear::{attach_all, BlockMap, Linear};
 use crate::ops;
 
 #[derive(Debug, Clone)]
@@ -28,15 +28,12 @@ impl Mlp {
 
     /// Attaches `{prefix}.{gate,up,down}_proj.weight` from `blocks`; returns how many.
     pub(crate) fn use_blocks(&mut self, prefix: &str, blocks: &BlockMap) -> Result<usize> {
-        let mut n = 0;
-        for (name, lin) in [
+        let linears = [
             ("gate_proj", &mut self.gate_proj),
             ("up_proj", &mut self.up_proj),
             ("down_proj", &mut self.down_proj),
-        ] {
-            n += attach(lin, &format!("{prefix}.{name}.weight"), blocks)?;
-        }
-        Ok(n)
+        ];
+        attach_all(prefix, linears, blocks)
     }
 
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
