@@ -12,12 +12,13 @@
 #   HIDDEN LAYERS   base GPT size (Llama, 4 heads, 2 KV heads)      (default 128, 12: CCA at layers 6, 9, 12)
 #   EVAL_SAMPLES    validation samples per evaluation during training, 0 = all (default 64; the table uses all)
 #   THREADS         (default: all cores)
+#   OUT             run directory (default experiments/retrofit/out)
 # A quick smoke run (minutes): DB=demo-out/wiki-db BASE_STEPS=80 STEPS=40 SEQ=128 BATCH=4 HIDDEN=64 LAYERS=6 \
 #   EVAL_SAMPLES=16 bash experiments/retrofit/run.sh
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 DATA=${DATA:-../shared/data}
-OUT=experiments/retrofit/out
+OUT=${OUT:-experiments/retrofit/out}
 BASE_STEPS=${BASE_STEPS:-1500}
 STEPS=${STEPS:-400}
 SEQ=${SEQ:-256}

@@ -242,7 +242,12 @@ impl ParamCounts {
 /// are new ([`init_retro_tensors`]). Reference §2: Megatron loads the GPT non-strictly, leaving
 /// exactly these modules at their initialisation.
 pub fn retrofit(base: &Weights, opts: &RetroOptions, init: &RetroInit) -> Result<RetroWeights> {
-    let base = base.to_rope_layout(RopeLayout::RotateHalf)?;
+    // A GGUF's blocks serve decoding only: a Retro model keeps f32 tensors, so they are not permuted.
+    let base = Weights {
+        blocks: Default::default(),
+        ..base.clone()
+    }
+    .to_rope_layout(RopeLayout::RotateHalf)?;
     let config = RetroConfig::new(base.config.clone(), opts)?;
     let device = tensors_device(&base.tensors).context("base model")?;
     let mut tensors = HashMap::new();

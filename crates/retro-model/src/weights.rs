@@ -257,18 +257,15 @@ impl Weights {
                 let w = tensors
                     .get(&name)
                     .with_context(|| format!("tensor {name} missing"))?;
-                let p = match layout {
-                    RopeLayout::RotateHalf => interleaved_to_rotate_half(w, heads, hd)?,
-                    RopeLayout::Interleaved => rotate_half_to_interleaved(w, heads, hd)?,
+                let permute = |rows: &Tensor| match layout {
+                    RopeLayout::RotateHalf => interleaved_to_rotate_half(rows, heads, hd),
+                    RopeLayout::Interleaved => rotate_half_to_interleaved(rows, heads, hd),
                 };
                 if let Some(b) = blocks.get(&name) {
-                    let order = row_order(w.dim(0)?, |rows| match layout {
-                        RopeLayout::RotateHalf => interleaved_to_rotate_half(rows, heads, hd),
-                        RopeLayout::Interleaved => rotate_half_to_interleaved(rows, heads, hd),
-                    })?;
+                    let order = row_order(w.dim(0)?, permute)?;
                     blocks.insert(name.clone(), Arc::new(b.permute_rows(&order)?));
                 }
-                tensors.insert(name, p);
+                tensors.insert(name, permute(w)?);
             }
         }
         let mut config = cfg.clone();
