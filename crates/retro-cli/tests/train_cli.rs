@@ -4,7 +4,7 @@
 
 mod common;
 
-use common::{fails, ok, p, small_db, tiny_llama_config};
+use common::{fails, ok, p, shared_data, small_db, tiny_llama_config};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::OnceLock;
@@ -110,7 +110,27 @@ fn killed_and_resumed_run_equals_an_uninterrupted_one() {
     child.wait().unwrap();
     let at_kill = latest_step(&killed);
     assert!(at_kill < 12, "the run finished before it could be killed");
+    // The lines through the checkpoint, timings included: a resume that started over would
+    // rewrite them with other timings.
+    let lines_through = |step: u64| -> Vec<String> {
+        std::fs::read_to_string(killed.join("metrics.jsonl"))
+            .unwrap()
+            .lines()
+            .filter(|l| {
+                let v: serde_json::Value = serde_json::from_str(l).unwrap();
+                v["step"].as_u64().unwrap() <= step
+            })
+            .map(str::to_string)
+            .collect()
+    };
+    let before = lines_through(at_kill);
+    assert!(!before.is_empty());
     ok(&["train", "--resume", p(&killed)]);
+    assert_eq!(
+        lines_through(at_kill),
+        before,
+        "resume rewrote the steps before the checkpoint"
+    );
     assert_eq!(losses(&straight), losses(&killed));
     assert_eq!(losses(&killed).len(), 12);
 
@@ -169,6 +189,42 @@ fn killed_and_resumed_run_equals_an_uninterrupted_one() {
     ]))
     .unwrap();
     assert!((val.last().unwrap() - limited["loss"].as_f64().unwrap()).abs() < 1e-5);
+
+    // The same checkpoint with another tokenizer next to it is refused against this DB.
+    let last = killed.join("checkpoints").join(
+        std::fs::read_to_string(killed.join("latest"))
+            .unwrap()
+            .trim(),
+    );
+    // (A resumed run once copied its tokenizer from the checkpoint it resumed from, which it had
+    // pruned by the end.)
+    assert!(
+        last.join("tokenizer.json").is_file(),
+        "the resumed run's last checkpoint has no tokenizer"
+    );
+    let foreign = tmp.path().join("foreign");
+    std::fs::create_dir_all(&foreign).unwrap();
+    for file in ["config.json", "model.safetensors"] {
+        std::fs::copy(last.join(file), foreign.join(file)).unwrap();
+    }
+    std::fs::copy(
+        shared_data().join("models/minilm-l6-v2/tokenizer.json"),
+        foreign.join("tokenizer.json"),
+    )
+    .unwrap();
+    fails(
+        &[
+            "eval",
+            "ppl",
+            "--model",
+            p(&foreign),
+            "--db",
+            p(&f.db),
+            "--seq-len",
+            "64",
+        ],
+        "another tokenizer",
+    );
 
     // Both runs' curves on one PNG.
     let png = tmp.path().join("loss.png");

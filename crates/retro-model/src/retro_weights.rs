@@ -373,6 +373,22 @@ pub fn source_dir(source: &Source) -> Option<PathBuf> {
     }
 }
 
+/// Those of [`TOKENIZER_FILES`] that exist in `dir`, as (name, bytes): read once, so that a long
+/// run can write them into every checkpoint even after the directory they came from is gone (a
+/// resumed run starts from a checkpoint that it later prunes).
+pub fn read_tokenizer_files(dir: &Path) -> Result<Vec<(String, Vec<u8>)>> {
+    let mut files = Vec::new();
+    for name in TOKENIZER_FILES {
+        let path = dir.join(name);
+        if path.is_file() {
+            let bytes =
+                std::fs::read(&path).with_context(|| format!("cannot read {}", path.display()))?;
+            files.push((name.to_string(), bytes));
+        }
+    }
+    Ok(files)
+}
+
 /// Copies those of [`TOKENIZER_FILES`] that exist in `from` into `to`; returns the names copied.
 pub fn copy_tokenizer_files(from: &Path, to: &Path) -> Result<Vec<String>> {
     let mut copied = Vec::new();

@@ -19,7 +19,6 @@ use std::path::{Path, PathBuf};
 use anyhow::{bail, Context, Result};
 use candle_core::{Device, Tensor};
 use retro_data::atomic_write::{write_atomic, write_json_atomic};
-use retro_model::retro_weights::copy_tokenizer_files;
 use retro_model::RetroWeights;
 use serde::{Deserialize, Serialize};
 
@@ -138,7 +137,8 @@ pub struct Checkpoint<'a> {
     pub weights: &'a RetroWeights,
     pub optimizer: HashMap<String, Tensor>,
     pub state: &'a TrainState,
-    pub tokenizer_dir: Option<&'a Path>,
+    /// The tokenizer files to write beside the weights ([`retro_model::retro_weights::read_tokenizer_files`]).
+    pub tokenizer_files: &'a [(String, Vec<u8>)],
 }
 
 /// Writes checkpoint `step-N` atomically, points `latest` at it and keeps the newest `keep`.
@@ -156,8 +156,10 @@ pub fn save_checkpoint(run: &Path, ckpt: &Checkpoint, keep: usize) -> Result<Pat
         })?;
     }
     ckpt.weights.save(&tmp)?;
-    if let Some(from) = ckpt.tokenizer_dir {
-        copy_tokenizer_files(from, &tmp)?;
+    for (name, bytes) in ckpt.tokenizer_files {
+        let path = tmp.join(name);
+        std::fs::write(&path, bytes)
+            .with_context(|| format!("{}: cannot write", path.display()))?;
     }
     std::fs::create_dir_all(tmp.join(TRAINING_DIR))
         .with_context(|| format!("{}: cannot create", tmp.display()))?;

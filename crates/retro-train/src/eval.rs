@@ -16,6 +16,7 @@ use crate::loss::masked_nll_sum;
 use crate::options::resolve_seq_len;
 use crate::samples::{SampleSet, SampleShape, Split};
 use crate::source::SampleSource;
+use crate::trainer::check_tokenizer;
 
 #[derive(Debug, Clone, Copy, PartialEq, Serialize)]
 pub struct Perplexity {
@@ -100,6 +101,12 @@ pub fn checkpoint_perplexity(
     let model = weights.build()?;
     let cfg = &weights.config;
     let db = ChunkDb::open(&o.db)?;
+    // A checkpoint of a run pretrained from a config may carry no tokenizer (older versions wrote none).
+    let tokenizer_dir = dir
+        .join("tokenizer.json")
+        .is_file()
+        .then_some(dir.as_path());
+    check_tokenizer(tokenizer_dir, &db, &weights)?;
     let neighbors = if o.retrieval {
         Some(Neighbors::open(&db).context("evaluation with retrieval needs the DB's neighbours")?)
     } else {

@@ -3,7 +3,7 @@
 //! - [`samples`]: samples of `seq_len` tokens cut from consecutive DB chunks, each chunk with its
 //!   filtered neighbours (chunk + continuation); [`order`]: the seeded per-epoch order.
 //! - [`trainer`]: the loop ([`train`], [`resume`]): masked cross-entropy, gradient accumulation,
-//!   clipping, [`adamw`], the [`schedule`], [`metrics`] and [`checkpoint`]s with exact resume.
+//!   [`clip`]ping, [`adamw`], the [`schedule`], [`metrics`] and [`checkpoint`]s with exact resume.
 //! - [`start`]: the starting weights for `pretrain`, `retrofit` and `gptfit` ([`options::Mode`]).
 //! - [`sft`]: instruction-tuning samples from conversations (loss on the last answer), blended by
 //!   [`blend`].
@@ -13,6 +13,7 @@ pub mod adamw;
 pub mod batch;
 pub mod blend;
 pub mod checkpoint;
+pub mod clip;
 pub mod eval;
 pub mod loss;
 pub mod metrics;

@@ -19,6 +19,10 @@ pub struct StepMetrics {
     pub tokens_per_s: f64,
     /// Seconds since the run started (all sessions).
     pub elapsed: f64,
+    /// The process's peak resident memory so far, in MiB (Linux `VmHWM`; absent elsewhere and in
+    /// runs written before it was recorded).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub peak_rss_mib: Option<f64>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -106,4 +110,13 @@ fn read_lines<T: serde::de::DeserializeOwned>(
         }
     }
     Ok(out)
+}
+
+/// The process's peak resident set size in MiB, from `/proc/self/status` (`VmHWM`); None where
+/// that file does not exist.
+pub fn peak_rss_mib() -> Option<f64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    let kib: f64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kib / 1024.0)
 }

@@ -11,7 +11,7 @@ use anyhow::{bail, Context, Result};
 use candle_core::{Device, Tensor, Var};
 use retro_data::{ChatTemplate, ChunkDb, GptTokenizer};
 use retro_db::neighbors::Neighbors;
-use retro_model::retro_weights::{tensor_part, Part};
+use retro_model::retro_weights::{read_tokenizer_files, tensor_part, Part};
 use retro_model::weights::named_vars;
 use retro_model::RetroWeights;
 
@@ -22,9 +22,10 @@ use crate::checkpoint::{
     latest_checkpoint, load_training_state, read_run_record, save_checkpoint, write_run_record,
     Checkpoint, TrainState, METRICS_FILE, RUN_FILE,
 };
+use crate::clip::clip_by_global_norm;
 use crate::eval::perplexity;
 use crate::loss::masked_nll_sum;
-use crate::metrics::{EvalMetrics, MetricsLog, StepMetrics};
+use crate::metrics::{peak_rss_mib, EvalMetrics, MetricsLog, StepMetrics};
 use crate::options::{Mode, TrainOptions, TrainOverrides};
 use crate::order::{DataOrder, SampleOrder};
 use crate::samples::{SampleSet, SampleShape, Split};
@@ -182,6 +183,8 @@ fn run(
             )
         })?,
     };
+    // Read now: a resumed run's tokenizer_dir is the checkpoint it resumed from, which it prunes later.
+    let tokenizer_files = read_tokenizer_files(&tokenizer_dir)?;
     let cfg = weights.config.clone();
     let seq_len = options.resolve_seq_len(cfg.chunk_len, cfg.decoder.max_position_embeddings)?;
     options.seq_len = Some(seq_len);
@@ -277,14 +280,7 @@ fn run(
                 }
             }
         }
-        let grad_norm = global_norm(&grads)?;
-        if options.clip > 0.0 && grad_norm > options.clip {
-            // Megatron's clip_grad_norm: scale by max_norm / (norm + 1e-6).
-            let scale = options.clip / (grad_norm + 1e-6);
-            for g in grads.values_mut() {
-                *g = (&*g * scale)?;
-            }
-        }
+        let grad_norm = clip_by_global_norm(&mut grads, options.clip)?;
         optimizer.step(&grads, lr)?;
         state.step += 1;
         state.position += (options.batch * options.grad_accum) as u64;
@@ -298,6 +294,7 @@ fn run(
             tokens: step_tokens,
             tokens_per_s: step_tokens as f64 / step_start.elapsed().as_secs_f64(),
             elapsed: state.elapsed_s,
+            peak_rss_mib: peak_rss_mib(),
         };
         metrics.write(&record)?;
         observer.step(&record);
@@ -331,7 +328,7 @@ fn run(
                 weights: &current_weights(&weights, &vars)?,
                 optimizer: optimizer.state_tensors()?,
                 state: &state,
-                tokenizer_dir: Some(&tokenizer_dir),
+                tokenizer_files: &tokenizer_files,
             };
             let dir = save_checkpoint(&options.out, &ckpt, options.keep_checkpoints)?;
             observer.checkpoint(&dir);
@@ -440,19 +437,12 @@ fn current_weights(start: &RetroWeights, vars: &HashMap<String, Var>) -> Result<
     })
 }
 
-/// sqrt of the sum of squares of every gradient, in f64 over the per-tensor f32 sums.
-fn global_norm(grads: &HashMap<String, Tensor>) -> Result<f64> {
-    let mut names: Vec<&String> = grads.keys().collect();
-    names.sort();
-    let mut sum = 0f64;
-    for n in names {
-        sum += grads[n].sqr()?.sum_all()?.to_scalar::<f32>()? as f64;
-    }
-    Ok(sum.sqrt())
-}
-
 /// Fails when the model's tokenizer is not the one the DB was tokenised with.
-fn check_tokenizer(dir: Option<&Path>, db: &ChunkDb, weights: &RetroWeights) -> Result<()> {
+pub(crate) fn check_tokenizer(
+    dir: Option<&Path>,
+    db: &ChunkDb,
+    weights: &RetroWeights,
+) -> Result<()> {
     let vocab = weights.config.decoder.vocab_size;
     if db.manifest.vocab_size > vocab {
         bail!(

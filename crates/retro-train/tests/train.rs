@@ -203,7 +203,19 @@ fn resumed_run_equals_uninterrupted_step_for_step() {
         steps: Some(6),
         ..TrainOverrides::default()
     };
-    retro_train::resume(&tmp.path().join("resumed"), given, &mut Quiet).unwrap();
+    struct StartStep(Option<u64>);
+    impl retro_train::Observer for StartStep {
+        fn started(&mut self, info: &retro_train::RunInfo) {
+            self.0 = Some(info.start_step);
+        }
+    }
+    let mut start = StartStep(None);
+    retro_train::resume(&tmp.path().join("resumed"), given, &mut start).unwrap();
+    assert_eq!(
+        start.0,
+        Some(3),
+        "the resumed run did not start at its checkpoint"
+    );
     let resumed = read_step_metrics(&tmp.path().join("resumed/metrics.jsonl")).unwrap();
     let losses = |m: &[StepMetrics]| {
         m.iter()
