@@ -120,6 +120,8 @@ fn qa(a: QaArgs) -> Result<()> {
         None => None,
     };
     let options = QaOptions {
+        model: model.clone(),
+        db: a.db.clone(),
         data: a.data,
         task: a.task,
         contexts: if a.db.is_some() { a.contexts } else { 0 },

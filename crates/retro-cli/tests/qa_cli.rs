@@ -125,6 +125,43 @@ fn contexts_come_from_the_db_and_an_interrupted_run_resumes_to_the_same_results(
     let summary_resumed = qa(&f.retro, &resumed, "4", "off");
     assert_eq!(read_lines(&resumed), lines);
     assert_eq!(summary_resumed, summary);
+    // Answers of another setting are not appended to the same file.
+    #[rustfmt::skip]
+    fails(&["eval", "qa", "--model", p(&f.retro), "--db", p(&f.db), "--data", p(&nq()), "--contexts", "2",
+            "--limit", "5", "--max-new", "6", "--encoder", "on", "--out", p(&resumed)],
+          "another --encoder");
+    #[rustfmt::skip]
+    fails(&["eval", "qa", "--model", p(&f.retro), "--db", p(&f.db), "--data", p(&nq()), "--contexts", "1",
+            "--limit", "5", "--max-new", "6", "--encoder", "off", "--out", p(&resumed)],
+          "another --contexts");
+    assert_eq!(read_lines(&resumed), lines);
+}
+
+#[test]
+fn the_gold_context_comes_first_then_the_db_hits() {
+    let f = fixture();
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("gold-then-db.jsonl");
+    let data = shared_qa("nq-openbook-short.jsonl.gz");
+    // SmolLM2 (the DB's tokenizer): the gold paragraphs overflow the tiny model's 512 positions.
+    let model = shared_data().join("models/smollm2-135m-instruct");
+    #[rustfmt::skip]
+    ok(&["eval", "qa", "--model", p(&model), "--db", p(&f.db), "--data", p(&data), "--contexts", "1",
+         "--gold-context", "--limit", "2", "--max-new", "2", "--out", p(&out)]);
+    let lines = read_lines(&out);
+    assert_eq!(lines.len(), 2);
+    for (r, row) in lines.iter().zip(rows("nq-openbook-short.jsonl.gz", 2)) {
+        assert_eq!(r["id"], row["id"]);
+        let contexts = r["contexts"].as_array().unwrap();
+        assert_eq!(contexts.len(), 2, "{contexts:?}");
+        let title = row.get("title").and_then(|t| t.as_str()).unwrap_or("");
+        let gold = format!(
+            "title: {title}, source: {}",
+            row["context"].as_str().unwrap()
+        );
+        assert_eq!(contexts[0].as_str().unwrap(), gold);
+        assert_ne!(contexts[1].as_str().unwrap(), gold);
+    }
 }
 
 #[test]

@@ -5,6 +5,7 @@
 //! - [`squad`]: SQuAD's answer normalisation, exact match and F1;
 //! - [`true_false`]: True/False answers (BoolQ) and their accuracy;
 //! - [`qa_data`]: the QA sets of `shared/data/qa`;
+//! - [`qa_run`]: the settings recorded beside an output file, so that only the same evaluation resumes;
 //! - [`fixed_retriever`]: the reference's `--reuse-top` neighbours.
 //!
 //! Validation perplexity, which training also computes, lives in `retro_train::eval`.
@@ -12,6 +13,7 @@
 pub mod fixed_retriever;
 pub mod qa;
 pub mod qa_data;
+pub mod qa_run;
 pub mod qa_task;
 pub mod squad;
 pub mod true_false;

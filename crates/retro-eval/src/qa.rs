@@ -22,6 +22,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::fixed_retriever::FixedRetriever;
 use crate::qa_data::{read_qa, QaExample, QaTurn};
+use crate::qa_run::QaRun;
 use crate::qa_task::QaTask;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -35,6 +36,9 @@ pub enum Encoder {
 
 #[derive(Debug, Clone)]
 pub struct QaOptions {
+    /// The model and DB as given: recorded beside `out` ([`QaRun`]) so that a rerun resumes only the same evaluation.
+    pub model: PathBuf,
+    pub db: Option<PathBuf>,
     pub data: PathBuf,
     /// The prompt, stopping and scoring; None: inferred from the data file's name ([`QaTask::resolve`]).
     pub task: Option<QaTask>,
@@ -150,6 +154,20 @@ pub fn evaluate_qa(
             i + 1,
             r.task
         );
+    }
+    if let Some(path) = &o.out {
+        QaRun::new(
+            &o.model,
+            o.db.as_deref(),
+            &o.data,
+            task,
+            o.contexts,
+            o.gold_context,
+            o.encoder,
+            template,
+            o.max_new,
+        )
+        .check_and_record(path, !previous.is_empty())?;
     }
     let ids: HashSet<&String> = examples.iter().map(|e| &e.id).collect();
     // Only the results of this run's questions count (the file may hold more, from a larger --limit).
