@@ -29,6 +29,7 @@ pub mod linear;
 pub mod mlp;
 pub mod norm;
 pub mod ops;
+pub mod precision;
 pub mod retro;
 pub mod retro_config;
 pub mod retro_generate;
@@ -45,6 +46,7 @@ pub use config::{LlamaConfig, RopeLayout};
 pub use decode_weights::DecodeWeights;
 pub use decoder::{DecoderLayer, Llama};
 pub use kv_cache::KvCache;
+pub use precision::{precision, scoped_precision, set_precision, Precision};
 pub use retro::RetroModel;
 pub use retro_config::{default_retro_layer_numbers, RetroConfig, RetroOptions};
 pub use retro_generate::{

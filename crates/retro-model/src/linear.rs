@@ -4,9 +4,11 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use candle_core::{Module, Result, Tensor};
+use candle_core::{DType, Module, Result, Tensor};
 use candle_nn::VarBuilder;
 use retro_kernels::BlockMatrix;
+
+use crate::precision::{precision, Precision};
 
 /// GGUF blocks by HF tensor name ([`crate::Weights::blocks`]).
 pub type BlockMap = HashMap<String, Arc<BlockMatrix>>;
@@ -80,11 +82,17 @@ impl Linear {
 }
 
 impl Module for Linear {
-    /// `x` `(..., in)` → `(..., out)`. On the CPU in f32 this is `retro_kernels::linear`, whose
+    /// `x` `(..., in)` → `(..., out)`. With [`Precision::Bf16`] the product is candle's in bf16.
+    /// Otherwise, on the CPU in f32, this is `retro_kernels::linear`, whose
     /// backward writes the weight gradient in place of a transposed copy (issue 6,
     /// docs/kernels.md), or, for one untracked row with blocks attached,
     /// `retro_kernels::block_linear`; elsewhere, or with `RETRO_FUSED=0`, candle-nn's `Linear`.
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        if precision() == Precision::Bf16 {
+            let bf16 = |t: &Tensor| t.to_dtype(DType::BF16);
+            let y = candle_nn::Linear::new(bf16(&self.weight)?, None).forward(&bf16(x)?)?;
+            return y.to_dtype(x.dtype());
+        }
         if !retro_kernels::enabled(&[x, &self.weight]) {
             return candle_nn::Linear::new(self.weight.clone(), None).forward(x);
         }

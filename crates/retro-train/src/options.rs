@@ -6,6 +6,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
 use retro_data::ChatTemplate;
+use retro_model::Precision;
 use serde::{Deserialize, Serialize};
 
 use crate::sft::DataSpec;
@@ -124,6 +125,10 @@ pub struct TrainOverrides {
     /// Std of new weights (Megatron's init_method_std) [default: 0.02].
     #[arg(long)]
     pub init_std: Option<f64>,
+    /// Matrix products in f32, or in bf16 with weights, optimizer, norms and loss in f32 (for GPUs;
+    /// on the CPU bf16 only rounds and is slower) [default: f32].
+    #[arg(long, value_enum)]
+    pub precision: Option<Precision>,
 }
 
 /// A run's resolved options, saved in RUN/run.json.
@@ -162,6 +167,9 @@ pub struct TrainOptions {
     pub no_retrieval: bool,
     pub cca_init: Option<CcaInitChoice>,
     pub init_std: f64,
+    /// Absent from the run.json of runs made before it existed, which were f32.
+    #[serde(default)]
+    pub precision: Precision,
 }
 
 impl TrainOverrides {
@@ -212,7 +220,8 @@ impl TrainOverrides {
             keep_checkpoints,
             cca_init,
             init_std,
-            template
+            template,
+            precision
         )
     }
 
@@ -259,6 +268,7 @@ impl TrainOverrides {
             no_retrieval: self.no_retrieval,
             cca_init: self.cca_init,
             init_std: self.init_std.unwrap_or(0.02),
+            precision: self.precision.unwrap_or_default(),
         };
         o.validate()?;
         Ok(o)
@@ -379,6 +389,9 @@ impl TrainOptions {
         }
         if let Some(v) = given.seq_len {
             differs("--seq-len", Some(v) == self.seq_len)?;
+        }
+        if let Some(v) = given.precision {
+            differs("--precision", v == self.precision)?;
         }
         if let Some(v) = given.cca_init {
             differs("--cca-init", Some(v) == self.cca_init)?;

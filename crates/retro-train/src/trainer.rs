@@ -135,6 +135,7 @@ fn run(
     observer: &mut dyn Observer,
 ) -> Result<TrainReport> {
     let device = Device::Cpu;
+    let _precision = retro_model::scoped_precision(options.precision);
     let db = match options.mode {
         Mode::Sft => None,
         _ => Some(ChunkDb::open(options.db_path()?)?),

@@ -10,7 +10,7 @@ use retro_data::ChunkDb;
 use retro_db::Neighbors;
 use retro_model::candle_core::Device;
 use retro_model::retro_weights::{tensor_part, Part};
-use retro_model::RetroWeights;
+use retro_model::{Precision, RetroWeights};
 use retro_train::metrics::{read_step_metrics, StepMetrics};
 use retro_train::options::CcaInitChoice;
 use retro_train::{Mode, Quiet, SampleSet, SampleShape, SampleSource, Split, TrainOverrides};
@@ -93,6 +93,50 @@ fn loss_falls_on_a_tiny_model() {
     let mean = |s: &[StepMetrics]| s.iter().map(|m| m.loss).sum::<f64>() / s.len() as f64;
     let (first, last) = (mean(&m[..3]), mean(&m[27..]));
     assert!(last < first - 1.0, "loss went from {first} to {last}");
+}
+
+#[test]
+fn bf16_products_train_like_f32_without_being_f32() {
+    let tmp = tempfile::tempdir().unwrap();
+    let cfg = tiny_model_config(tmp.path());
+    let run = |name: &str, precision: Precision| {
+        let mut o = overrides(Mode::Pretrain, &cfg, &tmp.path().join(name));
+        o.steps = Some(10);
+        o.batch = Some(2);
+        o.warmup = Some(2);
+        o.precision = Some(precision);
+        train(o)
+    };
+    let f32_run = run("f32", Precision::F32);
+    let bf16_run = run("bf16", Precision::Bf16);
+    let mean = |s: &[StepMetrics]| s.iter().map(|m| m.loss).sum::<f64>() / s.len() as f64;
+    let (first, last) = (mean(&bf16_run[..3]), mean(&bf16_run[7..]));
+    assert!(last < first - 0.2, "bf16: loss went from {first} to {last}");
+    // The same run up to bf16's rounding: close to the f32 losses, and not equal to them.
+    assert_ne!(
+        f32_run[0].loss, bf16_run[0].loss,
+        "bf16 products changed nothing"
+    );
+    for (a, b) in f32_run.iter().zip(&bf16_run) {
+        assert!(
+            (a.loss - b.loss).abs() < 0.02 * a.loss,
+            "step {}: f32 {} vs bf16 {}",
+            a.step,
+            a.loss,
+            b.loss
+        );
+    }
+    // The setting is the run's: this thread is back to f32, and resuming with another is refused.
+    assert_eq!(retro_model::precision(), Precision::F32);
+    let other = TrainOverrides {
+        precision: Some(Precision::F32),
+        ..TrainOverrides::default()
+    };
+    let err = retro_train::resume(&tmp.path().join("bf16"), other, &mut Quiet).unwrap_err();
+    assert!(
+        format!("{err:#}").contains("different --precision"),
+        "{err:#}"
+    );
 }
 
 #[test]
