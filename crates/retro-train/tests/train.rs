@@ -32,12 +32,29 @@ fn samples_never_see_their_own_documents_and_neighbors_are_chunk_plus_continuati
     };
     let pad = db.manifest.pad_id;
     let mut checked = 0;
+    let mut sample_level_drops = 0;
     for split in [Split::Train, Split::Valid] {
         let set = SampleSet::new(&db, Some(&neighbors), split, shape).unwrap();
         assert!(set.len() > 3, "{split:?}: too few samples to test");
         for i in 0..set.len() {
             let s = set.get(i);
             let docs: HashSet<usize> = s.chunks.iter().map(|&c| db.chunk_info(c).doc).collect();
+            // Saved neighbours from another document of the same sample: what the sample-level
+            // filter removes beyond the DB's own-document rule (counted so the test cannot pass
+            // vacuously).
+            for &c in &s.chunks {
+                let own = db.chunk_info(c).doc;
+                sample_level_drops += neighbors
+                    .ids(c)
+                    .iter()
+                    .filter(|&&n| {
+                        n >= 0 && {
+                            let d = db.chunk_info(n as usize).doc;
+                            d != own && docs.contains(&d)
+                        }
+                    })
+                    .count();
+            }
             assert_eq!(s.tokens.len(), shape.seq_len + 1);
             assert_eq!(s.neighbors.len(), 4 * 2 * 2 * CHUNK_LEN);
             for (slot, &id) in s.neighbor_chunks.iter().enumerate() {
@@ -79,6 +96,10 @@ fn samples_never_see_their_own_documents_and_neighbors_are_chunk_plus_continuati
         }
     }
     assert!(checked > 100, "only {checked} neighbours checked");
+    assert!(
+        sample_level_drops > 0,
+        "no saved neighbour came from another document of its sample: the filter went untested"
+    );
 }
 
 #[test]
