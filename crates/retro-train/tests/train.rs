@@ -114,6 +114,16 @@ fn loss_falls_on_a_tiny_model() {
     let mean = |s: &[StepMetrics]| s.iter().map(|m| m.loss).sum::<f64>() / s.len() as f64;
     let (first, last) = (mean(&m[..3]), mean(&m[27..]));
     assert!(last < first - 1.0, "loss went from {first} to {last}");
+    // The loop follows the schedule: linear warmup over 3 steps to lr 3e-3, cosine to lr / 10 at
+    // the last step.
+    assert!((m[0].lr - 1e-3).abs() < 1e-12, "step 1 lr {}", m[0].lr);
+    assert!((m[2].lr - 3e-3).abs() < 1e-12, "step 3 lr {}", m[2].lr);
+    assert!(
+        m[3].lr < m[2].lr && m[3].lr > 2.9e-3,
+        "step 4 lr {}",
+        m[3].lr
+    );
+    assert!((m[29].lr - 3e-4).abs() < 1e-12, "last lr {}", m[29].lr);
 }
 
 #[test]
@@ -304,6 +314,41 @@ fn resumed_run_equals_uninterrupted_step_for_step() {
     };
     let err = retro_train::resume(&tmp.path().join("resumed"), bad, &mut Quiet).unwrap_err();
     assert!(format!("{err:#}").contains("different --lr"), "{err:#}");
+}
+
+#[test]
+fn resuming_something_that_is_not_a_sound_run_gives_one_line_errors() {
+    let tmp = tempfile::tempdir().unwrap();
+    let cfg = tiny_model_config(tmp.path());
+    let resume_err = |dir: &std::path::Path| {
+        let more = TrainOverrides {
+            steps: Some(6),
+            ..TrainOverrides::default()
+        };
+        let msg = format!(
+            "{:#}",
+            retro_train::resume(dir, more, &mut Quiet).expect_err("resume should fail")
+        );
+        assert!(!msg.contains('\n'), "error spans lines: {msg}");
+        msg
+    };
+    let not_a_run = tmp.path().join("empty");
+    std::fs::create_dir_all(&not_a_run).unwrap();
+    assert!(resume_err(&not_a_run).contains("run.json"));
+
+    let run = tmp.path().join("run");
+    train(overrides(Mode::Pretrain, &cfg, &run));
+    let last = std::fs::read_to_string(run.join("latest")).unwrap();
+    let ckpt = run.join("checkpoints").join(last.trim());
+    let state = ckpt.join("training/state.json");
+    let good = std::fs::read(&state).unwrap();
+    std::fs::write(&state, b"{\"step\": ").unwrap();
+    assert!(resume_err(&run).contains("state.json"));
+    std::fs::write(&state, good).unwrap();
+    let optimizer = ckpt.join("training/optimizer.safetensors");
+    let bytes = std::fs::read(&optimizer).unwrap();
+    std::fs::write(&optimizer, &bytes[..bytes.len() / 2]).unwrap();
+    assert!(resume_err(&run).contains("optimizer"));
 }
 
 #[test]
