@@ -266,6 +266,29 @@ mod tests {
         Ok(())
     }
 
+    /// With gradients that change, the moments depend on the betas: three steps against an f64
+    /// AdamW with the reference's betas (0.9, 0.95) and eps 1e-8.
+    #[test]
+    fn default_betas_are_megatrons() -> Result<()> {
+        let dev = Device::Cpu;
+        let b = Var::from_tensor(&Tensor::new(&[0.5f32], &dev)?)?;
+        let mut opt = AdamW::new(vec![("b".into(), b.clone())], AdamWConfig::default())?;
+        let (lr, gs) = (0.01, [0.3f64, -0.5, 0.1]);
+        let (mut p, mut m, mut v) = (0.5f64, 0.0, 0.0);
+        for (t, g) in gs.iter().enumerate() {
+            let mut grads = HashMap::new();
+            grads.insert("b".to_string(), Tensor::new(&[*g as f32], &dev)?);
+            opt.step(&grads, lr)?;
+            let t = t as i32 + 1;
+            m = 0.9 * m + 0.1 * g;
+            v = 0.95 * v + 0.05 * g * g;
+            p -= lr * (m / (1.0 - 0.9f64.powi(t))) / ((v / (1.0 - 0.95f64.powi(t))).sqrt() + 1e-8);
+        }
+        let got = b.as_tensor().to_vec1::<f32>()?[0] as f64;
+        assert!((got - p).abs() < 1e-6, "{got} vs {p}");
+        Ok(())
+    }
+
     /// The in-place kernel and the composed formula agree over three steps (with a parameter
     /// that gets no gradient), and loading state copies it rather than writing into it later.
     #[test]
