@@ -131,6 +131,55 @@ fn sft_learns_only_the_last_answer_and_leaves_encoder_and_cca_bit_identical() {
 }
 
 #[test]
+fn the_reference_template_learns_the_answer_after_assistant_and_the_pad_token() {
+    let tmp = tempfile::tempdir().unwrap();
+    let base = base_gpt(tmp.path());
+    let data = self_instruct().display().to_string();
+    let mut o = sft_overrides(&base, &tmp.path().join("sft"), &[&data]);
+    o.template = Some(retro_data::ChatTemplate::Megatron);
+    let mut rec = Recorder::default();
+    retro_train::train(o.resolve().unwrap(), &mut rec).unwrap();
+
+    let tok = tokenizer();
+    let answers: HashSet<String> = rows(&self_instruct())
+        .iter()
+        .map(|r| {
+            let messages = r["messages"].as_array().unwrap();
+            messages.last().unwrap()["content"]
+                .as_str()
+                .unwrap()
+                .to_string()
+        })
+        .collect();
+    // The reference appends its end of document; the tiny base has only a tokenizer.json, whose
+    // end of text is <|endoftext|>.
+    let end_token = tok.inner().token_to_id("<|endoftext|>").unwrap();
+    let mut checked = 0;
+    for (inputs, targets, mask, _) in &rec.0 {
+        for s in 0..2 {
+            let row = s * SEQ_LEN..(s + 1) * SEQ_LEN;
+            let picked: Vec<usize> = row.clone().filter(|&i| mask[i] > 0.0).collect();
+            assert_eq!(picked.last().unwrap() - picked[0] + 1, picked.len());
+            // The reference's prompt ends "Assistant:" and its answer follows after one space (a
+            // long prompt keeps its last tokens, so its "System:" line may be cut off).
+            let before = tok.decode(&inputs[row.start..picked[0] + 1]).unwrap();
+            assert!(before.ends_with("Assistant:"), "prompt ends {before:?}");
+            let answer: Vec<u32> = picked.iter().map(|&i| targets[i]).collect();
+            if *answer.last().unwrap() == end_token {
+                let text = tok.decode(&answer[..answer.len() - 1]).unwrap();
+                let text = text.strip_prefix(' ').unwrap_or_else(|| panic!("{text:?}"));
+                assert!(
+                    answers.contains(text),
+                    "not an answer of the file: {text:?}"
+                );
+                checked += 1;
+            }
+        }
+    }
+    assert!(checked >= 3, "only {checked} complete answers seen");
+}
+
+#[test]
 fn long_conversations_drop_their_oldest_turns_never_the_answer() {
     let tok = tokenizer();
     let turn = |i: usize| format!("Turn {i}: tell me about the history of chess in some detail.");
