@@ -26,7 +26,13 @@ def run_info(name):
         "last_loss": sum(s["loss"] for s in last) / max(1, len(last)),
         "tokens_per_s": sum(s["tokens"] for s in steps) / max(1e-9, steps[-1]["elapsed"]) if steps else 0,
         "minutes": steps[-1]["elapsed"] / 60 if steps else 0,
+        # Recorded per step since 2026-11-30; a resumed run reports the peak of its sessions that recorded it.
+        "peak": max((s["peak_rss_mib"] for s in steps if "peak_rss_mib" in s), default=None),
     }
+
+
+def gib(mib):
+    return "-" if mib is None else f"{mib / 1024:.2f} GiB"
 
 
 def ppl(run, kind):
@@ -75,8 +81,8 @@ if s:
 print()
 print("## Fitting: validation perplexity on held-out documents\n")
 print("| run | train loss, first 10 steps | train loss, last 10 steps | val ppl with retrieval | val ppl, gate 0 "
-      "| val tokens | tokens/s | minutes |")
-print("|---|---|---|---|---|---|---|---|")
+      "| val tokens | tokens/s | peak memory | minutes |")
+print("|---|---|---|---|---|---|---|---|---|")
 for name, label in (("gptfit", "GPT-fit"), ("retrofit", "retro-fit (decoder unfrozen)")):
     f = fits.get(name)
     if not f:
@@ -84,7 +90,7 @@ for name, label in (("gptfit", "GPT-fit"), ("retrofit", "retro-fit (decoder unfr
     r, g = ppl(name, "retrieval"), ppl(name, "gate0")
     fmt = lambda x: "-" if x is None else f"{x['ppl']:.4f}"
     print(f"| {label} | {f['first_loss']:.3f} | {f['last_loss']:.3f} | {fmt(r)} | {fmt(g)} | "
-          f"{(r or g or {}).get('tokens', '-')} | {f['tokens_per_s']:.0f} | {f['minutes']:.1f} |")
+          f"{(r or g or {}).get('tokens', '-')} | {f['tokens_per_s']:.0f} | {gib(f['peak'])} | {f['minutes']:.1f} |")
 if fits.get("retrofit") and fits.get("gptfit"):
     # Per step, on the same samples in the same order.
     d = [x - y for x, y in zip(fits["retrofit"]["losses"], fits["gptfit"]["losses"])]
@@ -96,13 +102,13 @@ if fits.get("retrofit") and fits.get("gptfit"):
 print()
 if any(sfts.values()):
     print("## Instruction tuning\n")
-    print("| run | loss, first 10 steps | loss, last 10 steps | tokens/s | minutes |")
-    print("|---|---|---|---|---|")
+    print("| run | loss, first 10 steps | loss, last 10 steps | tokens/s | peak memory | minutes |")
+    print("|---|---|---|---|---|---|")
     for name, label in (("gptfit-sft", "GPT-fit-Instruct"), ("retrofit-sft", "InstructRetro")):
         s = sfts.get(name)
         if s:
             print(f"| {label} | {s['first_loss']:.3f} | {s['last_loss']:.3f} | {s['tokens_per_s']:.0f} | "
-                  f"{s['minutes']:.1f} |")
+                  f"{gib(s['peak'])} | {s['minutes']:.1f} |")
     print()
 rows = [("smollm2-instruct-rag", "SmolLM2-135M-Instruct, untouched, RAG"),
         ("gptfit-instruct-rag", "GPT-fit-Instruct, RAG"),
