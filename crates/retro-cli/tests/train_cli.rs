@@ -250,6 +250,33 @@ fn killed_and_resumed_run_equals_an_uninterrupted_one() {
 }
 
 #[test]
+fn retrofit_straight_from_a_gpt_starts_from_what_model_retrofit_makes() {
+    let f = fixture();
+    let tmp = tempfile::tempdir().unwrap();
+    let smol = shared_data().join("models/smollm2-135m-instruct");
+    let made = tmp.path().join("made");
+    #[rustfmt::skip]
+    ok(&["model", "retrofit", "--from", p(&smol), "--out", p(&made), "--chunk-len", "16", "--retrieved-len", "32",
+         "--seed", "7"]);
+    // One step at learning rate 0 leaves the starting weights as they were.
+    let run = tmp.path().join("run");
+    #[rustfmt::skip]
+    ok(&["train", "--mode", "retrofit", "--model", p(&smol), "--db", p(&f.db), "--out", p(&run), "--steps", "1",
+         "--lr", "0", "--min-lr", "0", "--batch", "1", "--seq-len", "32", "--seed", "7", "--eval-every", "0",
+         "--eval-samples", "1"]);
+    let trained = run.join("checkpoints/step-00000001");
+    assert_eq!(
+        std::fs::read(made.join("config.json")).unwrap(),
+        std::fs::read(trained.join("config.json")).unwrap()
+    );
+    assert!(
+        std::fs::read(made.join("model.safetensors")).unwrap()
+            == std::fs::read(trained.join("model.safetensors")).unwrap(),
+        "retro train --mode retrofit from a GPT did not start from `retro model retrofit`'s weights"
+    );
+}
+
+#[test]
 fn toml_config_with_flags_overriding_it() {
     let f = fixture();
     let tmp = tempfile::tempdir().unwrap();
