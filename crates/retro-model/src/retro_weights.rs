@@ -391,20 +391,19 @@ pub fn read_tokenizer_files(dir: &Path) -> Result<Vec<(String, Vec<u8>)>> {
 
 /// Copies those of [`TOKENIZER_FILES`] that exist in `from` into `to`; returns the names copied.
 pub fn copy_tokenizer_files(from: &Path, to: &Path) -> Result<Vec<String>> {
-    let mut copied = Vec::new();
-    for name in TOKENIZER_FILES {
-        let src = from.join(name);
-        if src.is_file() {
-            // Read and write rather than `fs::copy`, which would also copy a read-only mode.
-            let bytes =
-                std::fs::read(&src).with_context(|| format!("cannot read {}", src.display()))?;
-            let dst = to.join(name);
-            std::fs::write(&dst, bytes)
-                .with_context(|| format!("cannot write {}", dst.display()))?;
-            copied.push(name.to_string());
-        }
+    let files = read_tokenizer_files(from)?;
+    write_tokenizer_files(&files, to)?;
+    Ok(files.into_iter().map(|(name, _)| name).collect())
+}
+
+/// Writes files from [`read_tokenizer_files`] into `dir` (read and written rather than
+/// `fs::copy`d, which would also copy a read-only mode).
+pub fn write_tokenizer_files(files: &[(String, Vec<u8>)], dir: &Path) -> Result<()> {
+    for (name, bytes) in files {
+        let path = dir.join(name);
+        std::fs::write(&path, bytes).with_context(|| format!("cannot write {}", path.display()))?;
     }
-    Ok(copied)
+    Ok(())
 }
 
 /// One tensor as described by a safetensors header.

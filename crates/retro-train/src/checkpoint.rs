@@ -19,6 +19,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{bail, Context, Result};
 use candle_core::{Device, Tensor};
 use retro_data::atomic_write::{write_atomic, write_json_atomic};
+use retro_model::retro_weights::write_tokenizer_files;
 use retro_model::RetroWeights;
 use serde::{Deserialize, Serialize};
 
@@ -137,7 +138,8 @@ pub struct Checkpoint<'a> {
     pub weights: &'a RetroWeights,
     pub optimizer: HashMap<String, Tensor>,
     pub state: &'a TrainState,
-    /// The tokenizer files to write beside the weights ([`retro_model::retro_weights::read_tokenizer_files`]).
+    /// The tokenizer files to write beside the weights
+    /// ([`retro_model::retro_weights::read_tokenizer_files`]).
     pub tokenizer_files: &'a [(String, Vec<u8>)],
 }
 
@@ -156,11 +158,7 @@ pub fn save_checkpoint(run: &Path, ckpt: &Checkpoint, keep: usize) -> Result<Pat
         })?;
     }
     ckpt.weights.save(&tmp)?;
-    for (name, bytes) in ckpt.tokenizer_files {
-        let path = tmp.join(name);
-        std::fs::write(&path, bytes)
-            .with_context(|| format!("{}: cannot write", path.display()))?;
-    }
+    write_tokenizer_files(ckpt.tokenizer_files, &tmp)?;
     std::fs::create_dir_all(tmp.join(TRAINING_DIR))
         .with_context(|| format!("{}: cannot create", tmp.display()))?;
     let opt_path = tmp.join(OPTIMIZER_FILE);

@@ -61,6 +61,20 @@ fn sft_overrides(model: &Path, out: &Path, data: &[&str]) -> TrainOverrides {
     }
 }
 
+/// The last assistant message of every conversation in `path`.
+fn last_answers(path: &Path) -> HashSet<String> {
+    rows(path)
+        .iter()
+        .map(|r| {
+            let messages = r["messages"].as_array().unwrap();
+            messages.last().unwrap()["content"]
+                .as_str()
+                .unwrap()
+                .to_string()
+        })
+        .collect()
+}
+
 #[test]
 fn sft_learns_only_the_last_answer_and_leaves_encoder_and_cca_bit_identical() {
     let tmp = tempfile::tempdir().unwrap();
@@ -75,16 +89,7 @@ fn sft_learns_only_the_last_answer_and_leaves_encoder_and_cca_bit_identical() {
     // ChatML's end of turn (the SmolLM2 tokenizer has ChatML's tokens, so chatml is the default).
     let tok = tokenizer();
     let im_end = tok.inner().token_to_id("<|im_end|>").unwrap();
-    let answers: HashSet<String> = rows(&self_instruct())
-        .iter()
-        .map(|r| {
-            let messages = r["messages"].as_array().unwrap();
-            messages.last().unwrap()["content"]
-                .as_str()
-                .unwrap()
-                .to_string()
-        })
-        .collect();
+    let answers = last_answers(&self_instruct());
     assert_eq!(rec.0.len(), 3);
     let mut checked = 0;
     for (inputs, targets, mask, has_neighbors) in &rec.0 {
@@ -141,16 +146,7 @@ fn the_reference_template_learns_the_answer_after_assistant_and_the_pad_token() 
     retro_train::train(o.resolve().unwrap(), &mut rec).unwrap();
 
     let tok = tokenizer();
-    let answers: HashSet<String> = rows(&self_instruct())
-        .iter()
-        .map(|r| {
-            let messages = r["messages"].as_array().unwrap();
-            messages.last().unwrap()["content"]
-                .as_str()
-                .unwrap()
-                .to_string()
-        })
-        .collect();
+    let answers = last_answers(&self_instruct());
     // The reference appends its end of document; the tiny base has only a tokenizer.json, whose
     // end of text is <|endoftext|>.
     let end_token = tok.inner().token_to_id("<|endoftext|>").unwrap();
