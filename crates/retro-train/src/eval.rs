@@ -101,7 +101,7 @@ pub fn checkpoint_perplexity(
     let model = weights.build()?;
     let cfg = &weights.config;
     let db = ChunkDb::open(&o.db)?;
-    // A checkpoint of a run pretrained from a config may carry no tokenizer (older versions wrote none).
+    // Checkpoints written late in a resumed run by older versions have no tokenizer: check the vocabulary only.
     let tokenizer_dir = dir
         .join("tokenizer.json")
         .is_file()
