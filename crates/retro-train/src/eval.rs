@@ -16,7 +16,7 @@ use crate::loss::masked_nll_sum;
 use crate::options::resolve_seq_len;
 use crate::samples::{SampleSet, SampleShape, Split};
 use crate::source::SampleSource;
-use crate::trainer::check_tokenizer;
+use crate::tokenizer_check::check_tokenizer;
 
 #[derive(Debug, Clone, Copy, PartialEq, Serialize)]
 pub struct Perplexity {

@@ -25,6 +25,7 @@ pub mod schedule;
 pub mod sft;
 pub mod source;
 pub mod start;
+pub mod tokenizer_check;
 pub mod trainer;
 
 pub use checkpoint::resolve_checkpoint;

@@ -9,7 +9,7 @@ use std::time::Instant;
 
 use anyhow::{bail, Context, Result};
 use candle_core::{Device, Tensor, Var};
-use retro_data::{ChatTemplate, ChunkDb, GptTokenizer};
+use retro_data::{ChatTemplate, ChunkDb};
 use retro_db::neighbors::Neighbors;
 use retro_model::retro_weights::{read_tokenizer_files, tensor_part, Part};
 use retro_model::weights::named_vars;
@@ -33,6 +33,7 @@ use crate::schedule::LrSchedule;
 use crate::sft::{SftData, SftFormat};
 use crate::source::SampleSource;
 use crate::start::starting_weights;
+use crate::tokenizer_check::{check_tokenizer, load_tokenizer};
 
 /// What a run is about to do, for the caller's progress display.
 #[derive(Debug, Clone)]
@@ -423,10 +424,6 @@ fn sft_data(
     })
 }
 
-fn load_tokenizer(path: &Path) -> Result<GptTokenizer> {
-    GptTokenizer::load(path, None).or_else(|_| GptTokenizer::load(path, Some("<|endoftext|>")))
-}
-
 /// The model's current tensors (detached from the autograd graph) as checkpointable weights.
 fn current_weights(start: &RetroWeights, vars: &HashMap<String, Var>) -> Result<RetroWeights> {
     Ok(RetroWeights {
@@ -436,31 +433,4 @@ fn current_weights(start: &RetroWeights, vars: &HashMap<String, Var>) -> Result<
             .map(|(n, v)| (n.clone(), v.as_tensor().detach()))
             .collect(),
     })
-}
-
-/// Fails when the model's tokenizer is not the one the DB was tokenised with.
-pub(crate) fn check_tokenizer(
-    dir: Option<&Path>,
-    db: &ChunkDb,
-    weights: &RetroWeights,
-) -> Result<()> {
-    let vocab = weights.config.decoder.vocab_size;
-    if db.manifest.vocab_size > vocab {
-        bail!(
-            "the DB {} uses a tokenizer of {} tokens, more than the model's vocabulary of {vocab}",
-            db.dir.display(),
-            db.manifest.vocab_size
-        );
-    }
-    let Some(dir) = dir else { return Ok(()) };
-    let path = dir.join("tokenizer.json");
-    if !path.is_file() {
-        bail!(
-            "no tokenizer.json next to the model in {}: cannot check that it matches the DB's",
-            dir.display()
-        );
-    }
-    let model_tok = load_tokenizer(&path)?;
-    model_tok.check_same_as_db(&db.tokenizer()?, &db.dir)?;
-    Ok(())
 }
