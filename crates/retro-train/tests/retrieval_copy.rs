@@ -1,33 +1,78 @@
 //! The machinery can use retrieval at all: on random tokens, which no decoder can predict, a tiny Retro model whose
 //! neighbours hold each chunk's continuation (the m-1 shift lets chunk u's neighbours serve the tokens of chunk u+1,
 //! reference §3.5) learns to copy it, and its loss falls far below ln(vocab); with neighbours of unrelated random
-//! tokens it stays at ln(vocab). Issue 4's sanity check at unit scale
-//! (experiments/retrofit/duplicates.sh is the same question at the experiment's scale).
+//! tokens it stays at ln(vocab). Issue 4's sanity check at unit scale (experiments/retrofit/duplicates.sh asks the
+//! same question at the experiment's scale).
+//!
+//! The ignored `copy_learning_speed` prints how fast copying is learned against chunk length, learning rate and the
+//! new weights' init std (`cargo test --release -p retro-train --test retrieval_copy -- --ignored --nocapture`;
+//! experiments/retrofit/notes-duplicates.md reads it).
 
 use std::collections::HashMap;
 
 use anyhow::Result;
 use candle_core::{Device, Tensor};
-use retro_model::tiny::{random_ids, random_retro_weights, tiny_retro_config};
+use retro_model::retro_config::{RetroConfig, RetroOptions};
+use retro_model::retro_weights::{init_retro_tensors, CcaInit, RetroInit};
+use retro_model::tiny::{random_ids, random_retro_weights, tiny_config};
 use retro_model::weights::named_vars;
 use retro_train::adamw::{AdamW, AdamWConfig};
 use retro_train::loss::masked_nll_sum;
 
 const V: usize = 97;
 
-/// Mean loss of the last `tail` of `steps` updates on fresh random sequences; `copy` gives each chunk's neighbours
-/// its own tokens and continuation, else unrelated random tokens.
-fn train(steps: usize, tail: usize, copy: bool) -> Result<f32> {
+#[derive(Clone, Copy, Debug)]
+struct Setting {
+    chunk_len: usize,
+    lr: f64,
+    /// Std of the encoder / CCA weights; None = the tiny model's 1/sqrt(hidden) = 0.125.
+    init_std: Option<f64>,
+    steps: usize,
+    /// Neighbours hold each chunk and its continuation; else unrelated random tokens.
+    copy: bool,
+}
+
+const DEFAULT: Setting = Setting {
+    chunk_len: 4,
+    lr: 3e-3,
+    init_std: None,
+    steps: 400,
+    copy: true,
+};
+
+/// Mean loss of the last 20 updates on fresh random sequences of 4 chunks, batch 16, 2 neighbours per chunk.
+fn train(s: Setting) -> Result<f32> {
     let dev = Device::Cpu;
-    let cfg = tiny_retro_config();
+    let mut decoder = tiny_config();
+    decoder.num_hidden_layers = 3;
+    let options = RetroOptions {
+        chunk_len: s.chunk_len,
+        num_neighbors: 2,
+        retrieved_len: 2 * s.chunk_len,
+        retro_layer_numbers: Some(vec![2, 3]),
+        encoder_layers: 2,
+        gate: 1.0,
+    };
+    let cfg = RetroConfig::new(decoder, &options)?;
     let (m, k, r) = (cfg.chunk_len, cfg.num_neighbors, cfg.retrieved_len);
-    let (model, varmap) = random_retro_weights(&cfg, 5, &dev)?.build_trainable()?;
+    let mut weights = random_retro_weights(&cfg, 5, &dev)?;
+    if let Some(std) = s.init_std {
+        let init = RetroInit {
+            seed: 6,
+            std,
+            cca: CcaInit::Random,
+        };
+        weights
+            .tensors
+            .extend(init_retro_tensors(&cfg, &init, &dev)?);
+    }
+    let (model, varmap) = weights.build_trainable()?;
     let params = named_vars(&varmap);
     let mut opt = AdamW::new(params.clone(), AdamWConfig::default())?;
     let (b, chunks) = (16usize, 4usize);
     let n = chunks * m;
     let mut losses = Vec::new();
-    for step in 0..steps {
+    for step in 0..s.steps {
         // n + m tokens per row: the inputs, the target after the last input, and the last chunk's continuation.
         let toks = random_ids(V, b * (n + m), 1000 + step as u64);
         let rows: Vec<&[u32]> = toks.chunks(n + m).collect();
@@ -43,7 +88,7 @@ fn train(steps: usize, tail: usize, copy: bool) -> Result<f32> {
         for (i, row) in rows.iter().enumerate() {
             for c in 0..chunks {
                 for slot in 0..k {
-                    if copy {
+                    if s.copy {
                         nb.extend_from_slice(&row[c * m..c * m + r]);
                     } else {
                         let at = ((i * chunks + c) * k + slot) * r;
@@ -64,16 +109,20 @@ fn train(steps: usize, tail: usize, copy: bool) -> Result<f32> {
             .iter()
             .filter_map(|(k, v)| g.get(v.as_tensor()).map(|t| (k.clone(), t.clone())))
             .collect();
-        opt.step(&grads, 3e-3)?;
+        opt.step(&grads, s.lr)?;
     }
-    Ok(losses[steps - tail..].iter().sum::<f32>() / tail as f32)
+    let tail = &losses[s.steps - 20..];
+    Ok(tail.iter().sum::<f32>() / tail.len() as f32)
 }
 
 #[test]
 fn a_tiny_retro_learns_to_copy_the_continuation_from_its_neighbours() -> Result<()> {
     let chance = (V as f32).ln();
-    let with_copies = train(400, 20, true)?;
-    let unrelated = train(400, 20, false)?;
+    let with_copies = train(DEFAULT)?;
+    let unrelated = train(Setting {
+        copy: false,
+        ..DEFAULT
+    })?;
     eprintln!("ln V {chance}, copies {with_copies}, unrelated {unrelated}");
     assert!(
         unrelated > chance - 0.1,
@@ -85,5 +134,45 @@ fn a_tiny_retro_learns_to_copy_the_continuation_from_its_neighbours() -> Result<
         with_copies < chance - 1.0,
         "retrieval was not used: {with_copies} vs {chance}"
     );
+    Ok(())
+}
+
+#[test]
+#[ignore = "a measurement (about 2 minutes), not a check"]
+fn copy_learning_speed() -> Result<()> {
+    let settings = [
+        DEFAULT,
+        Setting {
+            lr: 3e-4,
+            ..DEFAULT
+        },
+        Setting {
+            init_std: Some(0.02),
+            ..DEFAULT
+        },
+        Setting {
+            chunk_len: 8,
+            ..DEFAULT
+        },
+        Setting {
+            chunk_len: 16,
+            ..DEFAULT
+        },
+    ];
+    println!("| chunk_len | keys per chunk | lr | init std | steps | loss, last 20 steps | ln V |");
+    println!("|---|---|---|---|---|---|---|");
+    for s in settings {
+        let loss = train(s)?;
+        println!(
+            "| {} | {} | {} | {} | {} | {loss:.3} | {:.3} |",
+            s.chunk_len,
+            2 * 2 * s.chunk_len,
+            s.lr,
+            s.init_std
+                .map_or("0.125 = 1/sqrt(64)".into(), |x| x.to_string()),
+            s.steps,
+            (V as f32).ln()
+        );
+    }
     Ok(())
 }
