@@ -13,6 +13,9 @@
 # experiments/retrofit/out/duplicates) and docs/results-duplicates.md. Sizes from the environment:
 #   DOCS (default 3000) Wikipedia documents, each indexed twice; STEPS (200); SEQ (256); BATCH (8); THREADS;
 #   INIT_STD (default 0.088 = 1/sqrt(128), run.sh's HIDDEN) for the retrofit-std run;
+#   REPORT=FILE (default docs/results-duplicates.md), PLOT=FILE.png (default docs/retrofit-duplicates-loss.png);
+#   DB=DIR an existing DB of the doubled corpus (default OUT/db, built here); RUNS="NAME ..." only these runs
+#   (default all five: gptfit retrofit retrofit-frozen-lr10 retrofit-std retrofit-frozen-lr10-std);
 #   NOTES=FILE a hand-written reading appended to the report (experiments/retrofit/notes-duplicates.md for the run there).
 # About 30 minutes on 2 cores. Every step resumes where a killed run stopped.
 set -euo pipefail
@@ -35,9 +38,11 @@ fi
 RETRO=${RETRO:-target/release/retro}
 mkdir -p "$OUT"
 
-corpus=$OUT/wiki-twice.jsonl.gz
-if [ ! -f "$corpus" ]; then
-  python3 - "$DATA/corpus/wiki-vital-en.jsonl.gz" "$DOCS" "$corpus.tmp" <<'PY'
+DB=${DB:-$OUT/db}
+if [ ! -f "$DB/neighbors/ids.bin" ]; then
+  corpus=$OUT/wiki-twice.jsonl.gz
+  if [ ! -f "$corpus" ]; then
+    python3 - "$DATA/corpus/wiki-vital-en.jsonl.gz" "$DOCS" "$corpus.tmp" <<'PY'
 import gzip, json, sys
 source, n, out = sys.argv[1], int(sys.argv[2]), sys.argv[3]
 docs = [json.loads(line) for _, line in zip(range(n), gzip.open(source, "rt"))]
@@ -46,17 +51,18 @@ with gzip.open(out, "wt") as f:
         for d in docs:
             f.write(json.dumps({"id": d["id"] + copy, "title": d.get("title", ""), "text": d["text"]}) + "\n")
 PY
-  mv "$corpus.tmp" "$corpus"
-fi
-DB=$OUT/db
-if [ ! -f "$DB/neighbors/ids.bin" ]; then
+    mv "$corpus.tmp" "$corpus"
+  fi
   $RETRO "${THREADS_FLAG[@]}" db build --corpus "$corpus" \
     --tokenizer "$DATA/models/smollm2-135m-instruct/tokenizer.json" \
     --embedder "$DATA/models/minilm-l6-v2" --out "$DB"
 fi
 
+RUNS=${RUNS:-gptfit retrofit retrofit-frozen-lr10 retrofit-std retrofit-frozen-lr10-std}
+wanted() { [[ " $RUNS " == *" $1 "* ]]; }
 run_or_resume() { # NAME ARGS...
   local name=$1; shift
+  wanted "$name" || return 0
   if [ -f "$OUT/$name/run.json" ]; then
     $RETRO "${THREADS_FLAG[@]}" train --resume "$OUT/$name"
   else
@@ -80,7 +86,7 @@ run_or_resume retrofit-std --mode retrofit --cca-init random --init-std "$INIT_S
 run_or_resume retrofit-frozen-lr10-std --mode retrofit --cca-init random --freeze-decoder --init-std "$INIT_STD" \
   "${common[@]}" --lr 3e-3 --min-lr 3e-4
 
-for run in gptfit retrofit retrofit-frozen-lr10 retrofit-std retrofit-frozen-lr10-std; do
+for run in $RUNS; do
   for split in valid train; do
     for r in retrieval gate0; do
       f="$OUT/$run/ppl-$split-$r.json"
@@ -94,10 +100,11 @@ for run in gptfit retrofit retrofit-frozen-lr10 retrofit-std retrofit-frozen-lr1
   done
 done
 [ -f "$OUT/overlap.json" ] || python3 experiments/retrofit/neighbour_overlap.py "$DB" --json > "$OUT/overlap.json"
-$RETRO plot gptfit="$OUT/gptfit" retrofit="$OUT/retrofit" retrofit-frozen-lr10="$OUT/retrofit-frozen-lr10" \
-  retrofit-std="$OUT/retrofit-std" retrofit-frozen-lr10-std="$OUT/retrofit-frozen-lr10-std" --out docs/retrofit-duplicates-loss.png \
+plot_runs=(); for run in $RUNS; do plot_runs+=("$run=$OUT/$run"); done
+REPORT=${REPORT:-docs/results-duplicates.md}; PLOT=${PLOT:-docs/retrofit-duplicates-loss.png}
+$RETRO plot "${plot_runs[@]}" --out "$PLOT" \
   --title "corpus indexed twice: retro-fitting vs GPT-fitting (same tokens)"
-python3 experiments/retrofit/duplicates_report.py --out-dir "$OUT" --base "$BASE" --docs "$DOCS" --steps "$STEPS" \
-  --seq "$SEQ" --batch "$BATCH" ${NOTES:+--notes "$NOTES"} > docs/results-duplicates.md.tmp
-mv docs/results-duplicates.md.tmp docs/results-duplicates.md
-echo "wrote docs/results-duplicates.md and docs/retrofit-duplicates-loss.png" >&2
+python3 experiments/retrofit/duplicates_report.py --out-dir "$OUT" --db "$DB" --base "$BASE" --docs "$DOCS" \
+  --steps "$STEPS" --seq "$SEQ" --batch "$BATCH" --plot "$(basename "$PLOT")" ${NOTES:+--notes "$NOTES"} > "$REPORT.tmp"
+mv "$REPORT.tmp" "$REPORT"
+echo "wrote $REPORT and $PLOT" >&2

@@ -7,7 +7,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import neighbour_overlap  # noqa: E402
 
 p = argparse.ArgumentParser()
-for a in ["--out-dir", "--base", "--docs", "--steps", "--seq", "--batch"]:
+for a in ["--out-dir", "--db", "--base", "--docs", "--steps", "--seq", "--batch", "--plot"]:
     p.add_argument(a, required=True)
 p.add_argument("--notes", help="a hand-written Markdown reading, appended when the file exists")
 a = p.parse_args()
@@ -25,7 +25,7 @@ def losses(run):
     return {r["step"]: r["loss"] for r in rows if "loss" in r and "step" in r and "val_loss" not in r}
 
 
-db = load(os.path.join(out, "db", "db.json"))
+db = load(os.path.join(a.db, "db.json"))
 print("# Sanity check: retro-fitting when the neighbours continue the text\n")
 print(f"Generated {datetime.date.today()} by `experiments/retrofit/duplicates.sh` on {platform.machine()} "
       f"({os.cpu_count()} cores). Issue 4's experiment ([results.md](results.md)) found retro-fitting no better than "
@@ -56,21 +56,27 @@ print("retrofit-frozen-lr10 is run.sh's diagnostic: the decoder frozen, only the
       "the learning rate (3e-3 to 3e-4). retrofit-std is retrofit with the new weights drawn at std 1/sqrt(hidden) "
       "instead of the reference's 0.02; retrofit-frozen-lr10-std both.\n")
 
-gpt = losses("gptfit")
-retro_runs = [(r, losses(r)) for r in runs if r != "gptfit"]
-steps = sorted(set(gpt).intersection(*[set(l) for _, l in retro_runs]))
 print("## Training loss on the same batches\n")
-print("| steps | GPT-fit | " + " | ".join(f"{r} - GPT-fit" for r, _ in retro_runs) + " |")
-print("|---|---|" + "---|" * len(retro_runs))
+all_losses = {r: losses(r) for r in runs}
+steps = sorted(set.intersection(*[set(l) for l in all_losses.values()]))
 third = max(len(steps) // 3, 1)
-for name, part in (("first third", steps[:third]), ("middle third", steps[third:2 * third]),
-                   ("last third", steps[2 * third:])):
-    if not part:
-        continue
-    g = sum(gpt[s] for s in part) / len(part)
-    diffs = [sum(l[s] for s in part) / len(part) - g for _, l in retro_runs]
-    print(f"| {name} ({part[0]}-{part[-1]}) | {g:.4f} | " + " | ".join(f"{d:+.4f}" for d in diffs) + " |")
-print("\nEvery loss curve: [retrofit-duplicates-loss.png](retrofit-duplicates-loss.png).\n")
+parts = [(name, part) for name, part in (("first third", steps[:third]), ("middle third", steps[third:2 * third]),
+                                         ("last third", steps[2 * third:])) if part]
+gpt = all_losses.get("gptfit")
+others = [r for r in runs if r != "gptfit"]
+if gpt:
+    print("| steps | GPT-fit | " + " | ".join(f"{r} - GPT-fit" for r in others) + " |")
+else:
+    print("| steps | " + " | ".join(others) + " |")
+print("|---|" + "---|" * (len(others) + (1 if gpt else 0)))
+for name, part in parts:
+    mean = {r: sum(all_losses[r][s] for s in part) / len(part) for r in runs}
+    if gpt:
+        cells = [f"{mean['gptfit']:.4f}"] + [f"{mean[r] - mean['gptfit']:+.4f}" for r in others]
+    else:
+        cells = [f"{mean[r]:.4f}" for r in others]
+    print(f"| {name} ({part[0]}-{part[-1]}) | " + " | ".join(cells) + " |")
+print(f"\nEvery loss curve: [{a.plot}]({a.plot}).\n")
 
 print("## What the neighbours hold\n")
 print("`neighbour_overlap.py` on this DB (compare the table in results.md, where 0.4-0.5% of the next chunk's "
