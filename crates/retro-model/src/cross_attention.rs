@@ -11,6 +11,7 @@ use candle_nn::VarBuilder;
 
 use crate::attention::Projections;
 use crate::config::LlamaConfig;
+use crate::rope::RotaryEmbedding;
 
 #[derive(Debug, Clone)]
 pub struct CrossAttention {
@@ -45,6 +46,21 @@ impl CrossAttention {
             heads(self.p.k_proj.forward(ctx)?)?,
             heads(self.p.v_proj.forward(ctx)?)?,
         ))
+    }
+
+    /// Self-attention of `x` `(batch, t, hidden)` with rotary embeddings at positions `0..t` on
+    /// queries and keys: the encoder's self-attention when [`crate::RetroConfig::encoder_rope`] is
+    /// set (a deviation from the reference, which gives the encoder no positions).
+    pub fn forward_self_rotary(&self, x: &Tensor, rope: &RotaryEmbedding) -> Result<Tensor> {
+        let (b, t, _) = x.dims3()?;
+        let (nh, nkv, hd) = (self.p.num_heads, self.p.num_kv_heads, self.p.head_dim);
+        let heads = |y: Tensor, n: usize| -> Result<Tensor> {
+            y.reshape((b, t, n, hd))?.transpose(1, 2)?.contiguous()
+        };
+        let q = rope.apply(&heads(self.p.q_proj.forward(x)?, nh)?, 0)?;
+        let k = rope.apply(&heads(self.p.k_proj.forward(x)?, nkv)?, 0)?;
+        let v = heads(self.p.v_proj.forward(x)?, nkv)?;
+        self.p.attend(&q, &k, &v, None)
     }
 
     /// [`CrossAttention::forward`] with the context's keys and values already computed

@@ -24,6 +24,7 @@ use crate::decoder::{batch_and_len, causal_mask, Llama};
 use crate::mlp::Mlp;
 use crate::norm::RmsNorm;
 use crate::retro_config::RetroConfig;
+use crate::rope::RotaryEmbedding;
 
 /// The CCA of one decoder Retro layer: its pre-CCA norm and the attention.
 #[derive(Debug, Clone)]
@@ -64,9 +65,21 @@ impl EncoderLayer {
     }
 
     /// `x` `(b·l·k, r, d)`; `chunks` `(b·l, m, d)`: the decoder's normalised states per chunk.
-    fn forward(&self, x: &Tensor, chunks: &Tensor, k: usize) -> candle_core::Result<Tensor> {
+    /// `rope`: rotary embeddings for the self-attention ([`RetroConfig::encoder_rope`]), or none
+    /// as in the reference.
+    fn forward(
+        &self,
+        x: &Tensor,
+        chunks: &Tensor,
+        k: usize,
+        rope: Option<&RotaryEmbedding>,
+    ) -> candle_core::Result<Tensor> {
         let n = self.input_layernorm.forward(x)?;
-        let mut h = (x + self.self_attn.forward(&n, &n)?)?;
+        let attended = match rope {
+            Some(rope) => self.self_attn.forward_self_rotary(&n, rope)?,
+            None => self.self_attn.forward(&n, &n)?,
+        };
+        let mut h = (x + attended)?;
         if let Some(cross) = &self.cross {
             let (blk, r, d) = h.dims3()?;
             // The k neighbours of a chunk attend to the same decoder chunk, and cross-attention has
@@ -218,8 +231,9 @@ impl RetroModel {
             .decoder
             .embed_tokens()
             .forward(&nb.reshape((b * l * k, r))?)?;
+        let rope = self.cfg.encoder_rope.then(|| self.decoder.rope());
         for layer in &self.encoder {
-            x = layer.forward(&x, chunks, k)?;
+            x = layer.forward(&x, chunks, k, rope)?;
         }
         // No final norm (reference §1.5).
         Ok(x.reshape((b * l, k * r, self.cfg.decoder.hidden_size))?)

@@ -75,6 +75,13 @@ pub struct RetroConfig {
     /// Fixed scalar multiplying the CCA output before the residual add (legacy Megatron
     /// `--retro-attention-gate`, default 1.0; not learned). 0 turns retrieval off exactly.
     pub gate: f64,
+    /// Rotary position embeddings (positions 0..r-1 of each neighbour) in the encoder's
+    /// self-attention. Off in the reference, where no positional information reaches the encoder
+    /// (§1.5): its neighbours are then a bag of tokens to the model, which can tell which tokens a
+    /// neighbour holds but not which one follows which, so it cannot copy a continuation
+    /// (docs/deviations.md). Absent from the config.json of models without it.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub encoder_rope: bool,
     /// The decoder (an HF `LlamaConfig`, in the HF rotate-half RoPE layout in saved checkpoints).
     pub decoder: LlamaConfig,
 }
@@ -95,6 +102,7 @@ impl RetroConfig {
             retro_layer_numbers: layers,
             encoder_layers: opts.encoder_layers,
             gate: opts.gate,
+            encoder_rope: false,
             decoder,
         };
         cfg.validate()?;
@@ -148,6 +156,13 @@ impl RetroConfig {
             if v == 0 {
                 bail!("{name} must be positive");
             }
+        }
+        if self.encoder_rope && self.retrieved_len > self.decoder.max_position_embeddings {
+            bail!(
+                "encoder_rope needs retrieved_len {} <= the decoder's max_position_embeddings {}",
+                self.retrieved_len,
+                self.decoder.max_position_embeddings
+            );
         }
         let n = self.decoder.num_hidden_layers;
         if self.retro_layer_numbers.is_empty() {

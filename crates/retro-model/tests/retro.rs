@@ -514,3 +514,51 @@ fn bad_retro_checkpoints() {
     let e = RetroConfig::new(base.config.clone(), &RetroOptions::default()).unwrap_err();
     assert!(format!("{e:#}").contains("no Retro layer"), "{e:#}");
 }
+
+/// Reference §1.5: no positions reach the encoder, so reversing the tokens of every neighbour only
+/// reverses the encoder's output rows (it is a bag of tokens to the model); with `encoder_rope`
+/// the rows depend on where each token sits. Why that matters: experiments/retrofit/notes-duplicates.md.
+#[test]
+fn the_reference_encoder_sees_no_positions_and_encoder_rope_adds_them() {
+    let (mut w, m) = tiny(21);
+    let cfg = m.config().clone();
+    let (b, ns) = (1, 16);
+    let nb = neighbors(&cfg, b, ns, 22);
+    let reversed = nb.flip(&[3]).unwrap();
+    let y = Tensor::randn(0f32, 1.0, (b, ns, 64), &Device::Cpu).unwrap();
+    // (b·l, k·r, d) → (b·l, k, r, d), reversed along r to line up with the reversed input.
+    let per_neighbour = |e: Tensor| {
+        let (bl, kr, d) = e.dims3().unwrap();
+        e.reshape((bl, cfg.num_neighbors, kr / cfg.num_neighbors, d))
+            .unwrap()
+    };
+    let plain = per_neighbour(m.encoder_output(&nb, &y).unwrap());
+    let plain_rev = per_neighbour(m.encoder_output(&reversed, &y).unwrap())
+        .flip(&[2])
+        .unwrap();
+    let bag = max_abs_diff(&plain, &plain_rev);
+    assert!(
+        bag < 1e-4,
+        "without RoPE, reversed neighbours give reversed rows: {bag}"
+    );
+
+    w.config.encoder_rope = true;
+    let m = w.build().unwrap();
+    let rope = per_neighbour(m.encoder_output(&nb, &y).unwrap());
+    let rope_rev = per_neighbour(m.encoder_output(&reversed, &y).unwrap())
+        .flip(&[2])
+        .unwrap();
+    let positional = max_abs_diff(&rope, &rope_rev);
+    assert!(
+        positional > 1e-2,
+        "with RoPE, token order must matter: {positional}"
+    );
+    // The config says so, and a config without it keeps its old bytes.
+    let json = serde_json::to_value(&w.config).unwrap();
+    assert_eq!(json["encoder_rope"], true);
+    w.config.encoder_rope = false;
+    assert!(serde_json::to_value(&w.config)
+        .unwrap()
+        .get("encoder_rope")
+        .is_none());
+}

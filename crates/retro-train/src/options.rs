@@ -125,6 +125,12 @@ pub struct TrainOverrides {
     /// Std of new weights (Megatron's init_method_std) [default: 0.02].
     #[arg(long)]
     pub init_std: Option<f64>,
+    /// pretrain / retrofit: rotary positions in the encoder's self-attention, so that the model can
+    /// tell which neighbour token follows which. Not in the reference, whose encoder sees no
+    /// positions (docs/deviations.md).
+    #[arg(long)]
+    #[serde(default)]
+    pub encoder_rope: bool,
     /// Matrix products in f32, or in bf16 with weights, optimizer, norms and loss in f32 (for GPUs;
     /// on the CPU bf16 only rounds and is slower) [default: f32].
     #[arg(long, value_enum)]
@@ -167,6 +173,9 @@ pub struct TrainOptions {
     pub no_retrieval: bool,
     pub cca_init: Option<CcaInitChoice>,
     pub init_std: f64,
+    /// Absent from the run.json of runs made before it existed, which had none.
+    #[serde(default)]
+    pub encoder_rope: bool,
     /// Absent from the run.json of runs made before it existed, which were f32.
     #[serde(default)]
     pub precision: Precision,
@@ -194,6 +203,7 @@ impl TrainOverrides {
             ($($f:ident),*) => { Self { $($f: over.$f.or(self.$f),)*
                 freeze_decoder: over.freeze_decoder || self.freeze_decoder,
                 no_retrieval: over.no_retrieval || self.no_retrieval,
+                encoder_rope: over.encoder_rope || self.encoder_rope,
                 data: if over.data.is_empty() { self.data } else { over.data },
                 exclude_task: if over.exclude_task.is_empty() { self.exclude_task } else { over.exclude_task },
             } };
@@ -268,6 +278,7 @@ impl TrainOverrides {
             no_retrieval: self.no_retrieval,
             cca_init: self.cca_init,
             init_std: self.init_std.unwrap_or(0.02),
+            encoder_rope: self.encoder_rope,
             precision: self.precision.unwrap_or_default(),
         };
         o.validate()?;
@@ -306,6 +317,9 @@ impl TrainOptions {
             }
             Mode::Pretrain | Mode::Gptfit if self.cca_init.is_some() => {
                 bail!("--cca-init is for --mode retrofit")
+            }
+            Mode::Gptfit | Mode::Sft if self.encoder_rope => {
+                bail!("--encoder-rope is for --mode pretrain and retrofit (it changes the model's encoder)")
             }
             _ => {}
         }
@@ -401,6 +415,7 @@ impl TrainOptions {
             !given.freeze_decoder || self.freeze_decoder,
         )?;
         differs("--no-retrieval", !given.no_retrieval || self.no_retrieval)?;
+        differs("--encoder-rope", !given.encoder_rope || self.encoder_rope)?;
         Ok(())
     }
 }

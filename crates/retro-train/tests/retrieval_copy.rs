@@ -28,6 +28,8 @@ struct Setting {
     /// Std of the encoder / CCA weights; None = the tiny model's 1/sqrt(hidden) = 0.125.
     init_std: Option<f64>,
     steps: usize,
+    /// Rotary positions in the encoder's self-attention (`RetroConfig::encoder_rope`; off in the reference).
+    encoder_rope: bool,
     /// Neighbours hold each chunk and its continuation; else unrelated random tokens.
     copy: bool,
 }
@@ -37,6 +39,7 @@ const DEFAULT: Setting = Setting {
     lr: 3e-3,
     init_std: None,
     steps: 400,
+    encoder_rope: false,
     copy: true,
 };
 
@@ -53,7 +56,8 @@ fn train(s: Setting) -> Result<f32> {
         encoder_layers: 2,
         gate: 1.0,
     };
-    let cfg = RetroConfig::new(decoder, &options)?;
+    let mut cfg = RetroConfig::new(decoder, &options)?;
+    cfg.encoder_rope = s.encoder_rope;
     let (m, k, r) = (cfg.chunk_len, cfg.num_neighbors, cfg.retrieved_len);
     let mut weights = random_retro_weights(&cfg, 5, &dev)?;
     if let Some(std) = s.init_std {
@@ -158,18 +162,32 @@ fn copy_learning_speed() -> Result<()> {
             chunk_len: 16,
             ..DEFAULT
         },
+        Setting {
+            encoder_rope: true,
+            ..DEFAULT
+        },
+        Setting {
+            chunk_len: 16,
+            encoder_rope: true,
+            ..DEFAULT
+        },
     ];
-    println!("| chunk_len | keys per chunk | lr | init std | steps | loss, last 20 steps | ln V |");
-    println!("|---|---|---|---|---|---|---|");
-    for s in settings {
+    println!("| chunk_len | keys per chunk | lr | init std | encoder RoPE | steps | loss, last 20 steps | ln V |");
+    println!("|---|---|---|---|---|---|---|---|");
+    let only_rope = std::env::var_os("ONLY_ROPE").is_some();
+    for s in settings
+        .into_iter()
+        .filter(|s| !only_rope || s.encoder_rope)
+    {
         let loss = train(s)?;
         println!(
-            "| {} | {} | {} | {} | {} | {loss:.3} | {:.3} |",
+            "| {} | {} | {} | {} | {} | {} | {loss:.3} | {:.3} |",
             s.chunk_len,
             2 * 2 * s.chunk_len,
             s.lr,
             s.init_std
                 .map_or("0.125 = 1/sqrt(64)".into(), |x| x.to_string()),
+            if s.encoder_rope { "on" } else { "off" },
             s.steps,
             (V as f32).ln()
         );
