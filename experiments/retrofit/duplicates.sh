@@ -15,7 +15,8 @@
 #   INIT_STD (default 0.088 = 1/sqrt(128), run.sh's HIDDEN) for the retrofit-std run;
 #   REPORT=FILE (default docs/results-duplicates.md), PLOT=FILE.png (default docs/retrofit-duplicates-loss.png);
 #   DB=DIR an existing DB of the doubled corpus (default OUT/db, built here); RUNS="NAME ..." only these runs
-#   (default all five: gptfit retrofit retrofit-frozen-lr10 retrofit-std retrofit-frozen-lr10-std);
+#   (default all six: gptfit retrofit retrofit-frozen-lr10 retrofit-std retrofit-frozen-lr10-std
+#   retrofit-frozen-lr10-std-rope);
 #   NOTES=FILE a hand-written reading appended to the report (experiments/retrofit/notes-duplicates.md for the run there).
 # About 30 minutes on 2 cores. Every step resumes where a killed run stopped.
 set -euo pipefail
@@ -58,7 +59,7 @@ PY
     --embedder "$DATA/models/minilm-l6-v2" --out "$DB"
 fi
 
-RUNS=${RUNS:-gptfit retrofit retrofit-frozen-lr10 retrofit-std retrofit-frozen-lr10-std}
+RUNS=${RUNS:-gptfit retrofit retrofit-frozen-lr10 retrofit-std retrofit-frozen-lr10-std retrofit-frozen-lr10-std-rope}
 wanted() { [[ " $RUNS " == *" $1 "* ]]; }
 run_or_resume() { # NAME ARGS...
   local name=$1; shift
@@ -85,6 +86,10 @@ run_or_resume retrofit-std --mode retrofit --cca-init random --init-std "$INIT_S
 # Both: the decoder frozen, the new weights at 1/sqrt(hidden) and ten times the learning rate.
 run_or_resume retrofit-frozen-lr10-std --mode retrofit --cca-init random --freeze-decoder --init-std "$INIT_STD" \
   "${common[@]}" --lr 3e-3 --min-lr 3e-4
+# The same with rotary positions in the encoder (not in the reference, whose encoder sees none: docs/deviations.md),
+# so that the model can tell which neighbour token follows which and copy the continuation.
+run_or_resume retrofit-frozen-lr10-std-rope --mode retrofit --cca-init random --freeze-decoder --init-std "$INIT_STD" \
+  --encoder-rope "${common[@]}" --lr 3e-3 --min-lr 3e-4
 
 for run in $RUNS; do
   for split in valid train; do

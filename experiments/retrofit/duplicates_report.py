@@ -42,7 +42,7 @@ print("## Perplexity\n")
 print("Validation: all validation samples; train: the split's first 128 samples (in DB order, some seen in "
       "training).\n")
 runs = [r for r in ("gptfit", "retrofit", "retrofit-frozen-lr10", "retrofit-std",
-                                          "retrofit-frozen-lr10-std") if os.path.isdir(os.path.join(out, r))]
+                                          "retrofit-frozen-lr10-std", "retrofit-frozen-lr10-std-rope") if os.path.isdir(os.path.join(out, r))]
 print("| run | valid, retrieval | valid, gate 0 | train, retrieval | train, gate 0 |")
 print("|---|---|---|---|---|")
 for run in runs:
@@ -54,7 +54,8 @@ for run in runs:
 print()
 print("retrofit-frozen-lr10 is run.sh's diagnostic: the decoder frozen, only the encoder and CCA train, at ten times "
       "the learning rate (3e-3 to 3e-4). retrofit-std is retrofit with the new weights drawn at std 1/sqrt(hidden) "
-      "instead of the reference's 0.02; retrofit-frozen-lr10-std both.\n")
+      "instead of the reference's 0.02; retrofit-frozen-lr10-std both; retrofit-frozen-lr10-std-rope adds rotary "
+      "positions in the encoder (`--encoder-rope`, not in the reference).\n")
 
 print("## Training loss on the same batches\n")
 all_losses = {r: losses(r) for r in runs}

@@ -48,6 +48,10 @@ pub struct RetrofitArgs {
     /// sqrt(2 * layers)).
     #[arg(long, default_value_t = 0.02)]
     init_std: f64,
+    /// Rotary positions in the encoder's self-attention, so that the model can tell which neighbour token follows
+    /// which. Not in the reference, whose encoder sees no positions (docs/deviations.md).
+    #[arg(long)]
+    encoder_rope: bool,
     /// Tokens per chunk (m).
     #[arg(long, default_value_t = 64)]
     chunk_len: usize,
@@ -117,8 +121,10 @@ fn run_retrofit(a: RetrofitArgs) -> Result<()> {
             CcaInitArg::Zero => CcaInit::Zero,
         },
     };
-    let rw = retrofit(&gpt, &opts, &init)
+    let mut rw = retrofit(&gpt, &opts, &init)
         .with_context(|| format!("cannot retro-fit {}", a.from.display()))?;
+    rw.config.encoder_rope = a.encoder_rope;
+    rw.config.validate()?;
     rw.save(&a.out)?;
     let copied = match source_dir(&gpt.source) {
         Some(dir) => copy_tokenizer_files(&dir, &a.out)?,
@@ -235,6 +241,7 @@ mod tests {
             cca_init,
             seed: 5,
             init_std: 0.02,
+            encoder_rope: false,
             chunk_len: 4,
             neighbors: 2,
             retrieved_len: 8,
