@@ -35,8 +35,9 @@ print(f"Generated {datetime.date.today()} by `experiments/retrofit/duplicates.sh
       "of a chunk from another document is its own copy, whose continuation is the next chunk.\n")
 print(f"DB: {db['n_documents']} documents, {db['n_chunks_train']} train / {db['n_chunks_valid']} validation chunks "
       f"(a held-out document's copy has another id, so it is usually in the train split and retrievable). "
-      f"From the base GPT `{a.base}`, GPT-fit and retro-fit (decoder unfrozen, random CCA init) for {a.steps} steps "
-      f"of {a.batch} x {a.seq} tokens on the same samples, run.sh's schedule (lr 3e-4 to 3e-5).\n")
+      f"From the base GPT `{a.base}`, the runs below for {a.steps} steps of {a.batch} x {a.seq} tokens on the same "
+      "samples, with run.sh's schedule (lr 3e-4 to 3e-5) unless their name says otherwise (explained under the "
+      "table).\n")
 
 print("## Perplexity\n")
 print("Validation: all validation samples; train: the split's first 128 samples (in DB order, some seen in "
