@@ -526,29 +526,25 @@ fn the_reference_encoder_sees_no_positions_and_encoder_rope_adds_them() {
     let nb = neighbors(&cfg, b, ns, 22);
     let reversed = nb.flip(&[3]).unwrap();
     let y = Tensor::randn(0f32, 1.0, (b, ns, 64), &Device::Cpu).unwrap();
-    // (b·l, k·r, d) → (b·l, k, r, d), reversed along r to line up with the reversed input.
-    let per_neighbour = |e: Tensor| {
-        let (bl, kr, d) = e.dims3().unwrap();
-        e.reshape((bl, cfg.num_neighbors, kr / cfg.num_neighbors, d))
-            .unwrap()
+    // How far the encoder's output for reversed neighbours, reversed back, is from its output:
+    // (b·l, k·r, d) viewed as (b·l, k, r, d) and reversed along r to line up.
+    let reversal_gap = |m: &RetroModel| {
+        let per_neighbour = |e: Tensor| {
+            let (bl, kr, d) = e.dims3().unwrap();
+            let k = cfg.num_neighbors;
+            e.reshape((bl, k, kr / k, d)).unwrap()
+        };
+        let out = per_neighbour(m.encoder_output(&nb, &y).unwrap());
+        let back = per_neighbour(m.encoder_output(&reversed, &y).unwrap());
+        max_abs_diff(&out, &back.flip(&[2]).unwrap())
     };
-    let plain = per_neighbour(m.encoder_output(&nb, &y).unwrap());
-    let plain_rev = per_neighbour(m.encoder_output(&reversed, &y).unwrap())
-        .flip(&[2])
-        .unwrap();
-    let bag = max_abs_diff(&plain, &plain_rev);
+    let bag = reversal_gap(&m);
     assert!(
         bag < 1e-4,
         "without RoPE, reversed neighbours give reversed rows: {bag}"
     );
-
     w.config.encoder_rope = true;
-    let m = w.build().unwrap();
-    let rope = per_neighbour(m.encoder_output(&nb, &y).unwrap());
-    let rope_rev = per_neighbour(m.encoder_output(&reversed, &y).unwrap())
-        .flip(&[2])
-        .unwrap();
-    let positional = max_abs_diff(&rope, &rope_rev);
+    let positional = reversal_gap(&w.build().unwrap());
     assert!(
         positional > 1e-2,
         "with RoPE, token order must matter: {positional}"

@@ -130,6 +130,22 @@ impl AdamW {
         self.step_with(grads, lr, true)
     }
 
+    /// Backpropagates `loss` and takes one [`AdamW::step`] with the gradients of this optimizer's
+    /// parameters: one micro-batch per update (the training loop accumulates several itself).
+    pub fn backward_step(&mut self, loss: &Tensor, lr: f64) -> Result<()> {
+        let store = loss.backward()?;
+        let grads: HashMap<String, Tensor> = self
+            .slots
+            .iter()
+            .filter_map(|s| {
+                store
+                    .get(s.var.as_tensor())
+                    .map(|g| (s.name.clone(), g.clone()))
+            })
+            .collect();
+        self.step(&grads, lr)
+    }
+
     /// [`AdamW::step`], with the in-place kernel allowed or not (tests compare the two).
     fn step_with(
         &mut self,

@@ -43,12 +43,7 @@ fn run(steps: usize) -> Result<(Vec<f32>, HashMap<String, Tensor>)> {
         let logits = model.forward(&ids, Some(&nb))?;
         let loss = (masked_nll_sum(&logits, &tgt, &mask)? / count)?;
         losses.push(loss.to_scalar::<f32>()?);
-        let g = loss.backward()?;
-        let grads: HashMap<String, Tensor> = params
-            .iter()
-            .filter_map(|(k, v)| g.get(v.as_tensor()).map(|t| (k.clone(), t.clone())))
-            .collect();
-        opt.step(&grads, 3e-3)?;
+        opt.backward_step(&loss, 3e-3)?;
     }
     let weights = params
         .iter()

@@ -8,8 +8,6 @@
 //! new weights' init std (`cargo test --release -p retro-train --test retrieval_copy -- --ignored --nocapture`;
 //! experiments/retrofit/notes-duplicates.md reads it).
 
-use std::collections::HashMap;
-
 use anyhow::Result;
 use candle_core::{Device, Tensor};
 use retro_model::retro_config::{RetroConfig, RetroOptions};
@@ -108,12 +106,7 @@ fn train(s: Setting) -> Result<f32> {
         let logits = model.forward(&ids, Some(&nb))?;
         let loss = (masked_nll_sum(&logits, &tgt, &mask)? / count)?;
         losses.push(loss.to_scalar::<f32>()?);
-        let g = loss.backward()?;
-        let grads: HashMap<String, Tensor> = params
-            .iter()
-            .filter_map(|(k, v)| g.get(v.as_tensor()).map(|t| (k.clone(), t.clone())))
-            .collect();
-        opt.step(&grads, s.lr)?;
+        opt.backward_step(&loss, s.lr)?;
     }
     let tail = &losses[s.steps - 20..];
     Ok(tail.iter().sum::<f32>() / tail.len() as f32)
