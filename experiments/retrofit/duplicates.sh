@@ -18,7 +18,8 @@
 #   (default all six: gptfit retrofit retrofit-frozen-lr10 retrofit-std retrofit-frozen-lr10-std
 #   retrofit-frozen-lr10-std-rope);
 #   NOTES=FILE a hand-written reading appended to the report (experiments/retrofit/notes-duplicates.md for the run there).
-# About 30 minutes on 2 cores. Every step resumes where a killed run stopped.
+# About an hour on 2 cores with the six default runs (measured 2026-11-30: DB 6 min, each run 4-6 min and its four
+# perplexity evaluations about 3 min). Every step resumes where a killed run stopped.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 DATA=${DATA:-../shared/data}
