@@ -393,3 +393,38 @@ fn bad_input_gives_one_line_errors() {
     let o = overrides(Mode::Gptfit, &base, &run);
     assert!(train_err(o).contains("already holds a run"));
 }
+
+/// `--encoder-rope` reaches the model's config (pretraining, and retro-fitting with a fresh encoder),
+/// and is refused where it cannot apply: GPT-fitting, and a trained encoder without `--cca-init`.
+#[test]
+fn encoder_rope_reaches_the_config_and_is_refused_where_it_cannot_apply() {
+    let tmp = tempfile::tempdir().unwrap();
+    let cfg = tiny_model_config(tmp.path());
+    let pretrained = tmp.path().join("pretrained");
+    let mut o = overrides(Mode::Pretrain, &cfg, &pretrained);
+    o.steps = Some(1);
+    o.encoder_rope = true;
+    train(o);
+    assert!(final_weights(&pretrained).config.encoder_rope);
+
+    let plain = tmp.path().join("plain");
+    let mut o = overrides(Mode::Pretrain, &cfg, &plain);
+    o.steps = Some(1);
+    train(o);
+    assert!(!final_weights(&plain).config.encoder_rope);
+
+    let mut o = overrides(Mode::Retrofit, &plain, &tmp.path().join("kept"));
+    o.encoder_rope = true;
+    assert!(train_err(o).contains("--cca-init"));
+    let refit = tmp.path().join("refit");
+    let mut o = overrides(Mode::Retrofit, &plain, &refit);
+    o.encoder_rope = true;
+    o.cca_init = Some(CcaInitChoice::Random);
+    o.steps = Some(1);
+    train(o);
+    assert!(final_weights(&refit).config.encoder_rope);
+
+    let mut o = overrides(Mode::Gptfit, &plain, &tmp.path().join("gptfit"));
+    o.encoder_rope = true;
+    assert!(train_err(o).contains("--encoder-rope"));
+}
