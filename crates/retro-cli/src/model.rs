@@ -123,8 +123,7 @@ fn run_retrofit(a: RetrofitArgs) -> Result<()> {
     };
     let mut rw = retrofit(&gpt, &opts, &init)
         .with_context(|| format!("cannot retro-fit {}", a.from.display()))?;
-    rw.config.encoder_rope = a.encoder_rope;
-    rw.config.validate()?;
+    rw.config.set_encoder_rope(a.encoder_rope)?;
     rw.save(&a.out)?;
     let copied = match source_dir(&gpt.source) {
         Some(dir) => copy_tokenizer_files(&dir, &a.out)?,

@@ -52,29 +52,25 @@ impl CrossAttention {
     /// queries and keys: the encoder's self-attention when [`crate::RetroConfig::encoder_rope`] is
     /// set (a deviation from the reference, which gives the encoder no positions).
     pub fn forward_self_rotary(&self, x: &Tensor, rope: &RotaryEmbedding) -> Result<Tensor> {
-        let (b, t, _) = x.dims3()?;
-        let (nh, nkv, hd) = (self.p.num_heads, self.p.num_kv_heads, self.p.head_dim);
-        let heads = |y: Tensor, n: usize| -> Result<Tensor> {
-            y.reshape((b, t, n, hd))?.transpose(1, 2)?.contiguous()
-        };
-        let q = rope.apply(&heads(self.p.q_proj.forward(x)?, nh)?, 0)?;
-        let k = rope.apply(&heads(self.p.k_proj.forward(x)?, nkv)?, 0)?;
-        let v = heads(self.p.v_proj.forward(x)?, nkv)?;
-        self.p.attend(&q, &k, &v, None)
+        let (k, v) = self.keys_values(x)?;
+        let q = rope.apply(&self.query_heads(x)?, 0)?;
+        self.p.attend(&q, &rope.apply(&k, 0)?, &v, None)
     }
 
     /// [`CrossAttention::forward`] with the context's keys and values already computed
     /// ([`CrossAttention::keys_values`]).
     pub fn forward_keys_values(&self, x: &Tensor, (k, v): &(Tensor, Tensor)) -> Result<Tensor> {
+        self.p.attend(&self.query_heads(x)?, k, v, None)
+    }
+
+    /// The queries of `x` `(batch, t, hidden)` as `(batch, heads, t, head_dim)`.
+    fn query_heads(&self, x: &Tensor) -> Result<Tensor> {
         let (b, t, _) = x.dims3()?;
-        let (nh, hd) = (self.p.num_heads, self.p.head_dim);
-        let q = self
-            .p
+        self.p
             .q_proj
             .forward(x)?
-            .reshape((b, t, nh, hd))?
+            .reshape((b, t, self.p.num_heads, self.p.head_dim))?
             .transpose(1, 2)?
-            .contiguous()?;
-        self.p.attend(&q, k, v, None)
+            .contiguous()
     }
 }

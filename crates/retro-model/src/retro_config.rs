@@ -109,6 +109,12 @@ impl RetroConfig {
         Ok(cfg)
     }
 
+    /// Turns [`RetroConfig::encoder_rope`] on or off, checking that the rotary table covers a neighbour.
+    pub fn set_encoder_rope(&mut self, on: bool) -> Result<()> {
+        self.encoder_rope = on;
+        self.validate()
+    }
+
     /// Reads and validates a Retro `config.json`.
     pub fn from_json_file(path: &Path) -> Result<Self> {
         let text = std::fs::read_to_string(path)

@@ -44,8 +44,9 @@ fn retro_init(o: &TrainOptions) -> RetroInit {
 pub fn starting_weights(o: &TrainOptions, chunk_len: usize, device: &Device) -> Result<Start> {
     if o.mode == Mode::Pretrain {
         let mut cfg = config_for_pretraining(&o.model, chunk_len)?;
-        cfg.encoder_rope |= o.encoder_rope;
-        cfg.validate()?;
+        if o.encoder_rope {
+            cfg.set_encoder_rope(true)?;
+        }
         let mut tensors = init_decoder_tensors(&cfg.decoder, o.seed, o.init_std, device)?;
         tensors.extend(init_retro_tensors(&cfg, &retro_init(o), device)?);
         let weights = RetroWeights {
@@ -73,7 +74,9 @@ pub fn starting_weights(o: &TrainOptions, chunk_len: usize, device: &Device) -> 
             // Keep the decoder, draw the encoder and CCA anew.
             let fresh = init_retro_tensors(&weights.config, &retro_init(o), device)?;
             weights.tensors.extend(fresh);
-            weights.config.encoder_rope |= o.encoder_rope;
+            if o.encoder_rope {
+                weights.config.set_encoder_rope(true)?;
+            }
         } else if o.encoder_rope && !weights.config.encoder_rope {
             bail!(
                 "{}: --encoder-rope changes what a trained encoder computes; give --cca-init to draw a new encoder with it",
@@ -89,8 +92,7 @@ pub fn starting_weights(o: &TrainOptions, chunk_len: usize, device: &Device) -> 
         .with_context(|| format!("cannot load the model {}", path.display()))?;
     let tokenizer_dir = source_dir(&base.source);
     let mut weights = retrofit(&base, &retro_options(chunk_len), &retro_init(o))?;
-    weights.config.encoder_rope = o.encoder_rope;
-    weights.config.validate()?;
+    weights.config.set_encoder_rope(o.encoder_rope)?;
     Ok(Start {
         weights,
         tokenizer_dir,

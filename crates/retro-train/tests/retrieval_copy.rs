@@ -167,11 +167,7 @@ fn copy_learning_speed() -> Result<()> {
     ];
     println!("| chunk_len | keys per chunk | lr | init std | encoder RoPE | steps | loss, last 20 steps | ln V |");
     println!("|---|---|---|---|---|---|---|---|");
-    let only_rope = std::env::var_os("ONLY_ROPE").is_some();
-    for s in settings
-        .into_iter()
-        .filter(|s| !only_rope || s.encoder_rope)
-    {
+    for s in settings {
         let loss = train(s)?;
         println!(
             "| {} | {} | {} | {} | {} | {} | {loss:.3} | {:.3} |",
