@@ -1,11 +1,15 @@
 """Writes docs/results-instructretro.md (on stdout) from experiments/instructretro/run.sh's outputs: the two fitting
 runs (retro-fit and GPT-fit of SmolLM2-135M-Instruct on the same samples), their validation perplexity, the two
 instruction-tuning runs, and the QA summaries that experiments/qa/run.sh wrote for their rows."""
-import argparse, datetime, json, os, subprocess
+import argparse, datetime, json, os, subprocess, sys
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "qa"))
+from answers import find_answers  # noqa: E402  (experiments/qa/answers.py)
 
 p = argparse.ArgumentParser()
 p.add_argument("--out-dir", default="experiments/instructretro/out")
 p.add_argument("--qa-dir", default="experiments/qa/out")
+p.add_argument("--qa-archive", help="archived QA answers (experiments/qa/archive.py) for the rows --qa-dir lacks")
 p.add_argument("--sets", nargs="+", default=["nq-open-dev", "triviaqa-sm-sub"])
 p.add_argument("--notes", help="a hand-written Markdown reading of the run, appended when the file exists")
 a = p.parse_args()
@@ -41,11 +45,8 @@ def ppl(run, kind):
 
 
 def qa(name, s):
-    f = os.path.join(a.qa_dir, f"{name}-{s}.jsonl")
-    if not os.path.exists(f):
-        return None
-    rows = [json.loads(l) for l in open(f) if l.endswith("\n")]
-    if not rows:
+    rows, _ = find_answers(f"{name}-{s}", a.qa_dir, a.qa_archive)
+    if rows is None:
         return None
     n = len(rows)
     return n, 100 * sum(r["em"] for r in rows) / n, 100 * sum(r["f1"] for r in rows) / n

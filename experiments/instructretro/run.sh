@@ -10,7 +10,8 @@
 #   FIT_STEPS (default 300), SEQ (256), BATCH (4), LR (1e-4)          the two fitting runs
 #   SFT_STEPS (default 300), SFT_SEQ (512), SFT_BATCH (2), SFT_LR (5e-6, the reference's)
 #   PPL_SAMPLES (default 64)                                          validation samples for the perplexity check
-#   LIMIT (1000), CONTEXTS (5), THREADS; OUT (default experiments/instructretro/out), QA_OUT, REPORT (see qa/run.sh)
+#   LIMIT (1000), CONTEXTS (5), THREADS; OUT (default experiments/instructretro/out), QA_OUT, REPORT, QA_ARCHIVE
+#   (see qa/run.sh)
 # Between the stages it writes the two fitted models' validation perplexity (OUT/ppl-RUN-{retrieval,gate0}.json;
 # issue 4's claim with SmolLM2 as the base) and their loss curves (docs/instructretro-fit-loss.png); at the end
 # docs/results-instructretro.md (NOTES=FILE and QA_NOTES=FILE append hand-written readings of the run, as
@@ -68,6 +69,6 @@ train "$OUT/retrofit-sft" --model "$OUT/retrofit" "${SFT[@]}"
 train "$OUT/gptfit-sft" --model "$OUT/gptfit" "${SFT[@]}"
 GPTFIT_SFT="$OUT/gptfit-sft" RETRO_SFT="$OUT/retrofit-sft" bash experiments/qa/run.sh
 python3 experiments/instructretro/report.py --out-dir "$OUT" --qa-dir "${QA_OUT:-experiments/qa/out}" \
-  ${NOTES:+--notes "$NOTES"} > docs/results-instructretro.md.tmp
+  ${QA_ARCHIVE:+--qa-archive "$QA_ARCHIVE"} ${NOTES:+--notes "$NOTES"} > docs/results-instructretro.md.tmp
 mv docs/results-instructretro.md.tmp docs/results-instructretro.md
 echo "wrote docs/results-instructretro.md"

@@ -1,6 +1,8 @@
 """Writes the table of experiments/qa/run.sh as Markdown on stdout."""
 import argparse, datetime, json, os, subprocess
 
+from answers import answer_in_contexts, find_answers
+
 p = argparse.ArgumentParser()
 p.add_argument("--out-dir", required=True)
 p.add_argument("--db", required=True)
@@ -8,6 +10,7 @@ p.add_argument("--limit", required=True)
 p.add_argument("--contexts", required=True)
 p.add_argument("--sets", nargs="+", required=True)
 p.add_argument("--notes", help="a hand-written Markdown reading of the run, appended when the file exists")
+p.add_argument("--archive", help="archived answers (archive.py) for the rows --out-dir lacks")
 a = p.parse_args()
 
 rows = [
@@ -20,20 +23,21 @@ rows = [
 
 tasks = {}  # set -> the task its results were answered as (their "task" field; short before there were tasks)
 
+sources = []  # the files the table was read from
+
+
 def summary(name, s):
-    path = os.path.join(a.out_dir, f"{name}-{s}.jsonl")
-    if not os.path.exists(path):
+    results, path = find_answers(f"{name}-{s}", a.out_dir, a.archive)
+    if results is None:
         return None
-    results = [json.loads(l) for l in open(path) if l.endswith("\n")]
+    sources.append(path)
     n = len(results)
-    if n == 0:
-        return None
     tasks.setdefault(s, results[0].get("task", "short"))
     # Retrieval recall: a gold answer occurs (case-insensitively) in the prompt's contexts (meaningless for True/False).
-    found = sum(any(g.lower() in " ".join(r["contexts"]).lower() for g in r["answers"]) for r in results)
-    with_contexts = any(r["contexts"] for r in results) and tasks[s] != "boolq"
+    found = [answer_in_contexts(r) for r in results]
+    with_contexts = any(f is not None for f in found)
     return (n, 100 * sum(r["em"] for r in results) / n, 100 * sum(r["f1"] for r in results) / n,
-            100 * found / n if with_contexts else None)
+            100 * sum(bool(f) for f in found) / n if with_contexts else None)
 
 cpu = "unknown CPU"
 try:
@@ -76,6 +80,10 @@ if all(c is not None for _, c in gold):
     print("|---|---|---|---|")
     for m, c in gold:
         print(f"| {'gold paragraph' if m == 'gold' else 'no context'} | {c[1]:.1f} | {c[2]:.1f} | {c[0]} |")
+
+if a.archive and any(src.endswith(".gz") for src in sources):
+    print(f"\nRows read from the archived answers in `{a.archive}` (experiments/qa/archive.py): "
+          + ", ".join(f"`{os.path.basename(src)}`" for src in sources if src.endswith(".gz")) + ".")
 
 if a.notes and os.path.exists(a.notes):
     print()

@@ -12,7 +12,9 @@
 # quac-sample (multi-turn): each is prompted and scored by the task its name gives, see `retro eval qa --task`),
 # DB (default demo-out/wiki-db, built as the demo builds it), THREADS;
 # QA_OUT and REPORT move the outputs (for smoke runs); QA_NOTES=FILE appends a hand-written reading of the run
-# (experiments/qa/notes.md is the one for the run in docs/results-qa.md).
+# (experiments/qa/notes.md is the one for the run in docs/results-qa.md). QA_ARCHIVE=DIR keeps a slim copy of every
+# row's answers there (experiments/qa/archive.py; committed, e.g. experiments/qa/answers/n1000) and fills the
+# report's missing rows from it, so that a table can be completed row by row over several runs.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 DATA=${DATA:-../shared/data}
@@ -60,7 +62,8 @@ if [ -n "${RETRO_SFT:-}" ]; then
   run instructretro-encoder-off "$RETRO_SFT" off "$CONTEXTS"
   run instructretro-encoder-on "$RETRO_SFT" on "$CONTEXTS"
 fi
+if [ -n "${QA_ARCHIVE:-}" ]; then python3 experiments/qa/archive.py --out-dir "$OUT" --archive "$QA_ARCHIVE"; fi
 python3 experiments/qa/report.py --out-dir "$OUT" --db "$DB" --limit "$LIMIT" --contexts "$CONTEXTS" \
-  --sets $SETS ${QA_NOTES:+--notes "$QA_NOTES"} > "$REPORT.tmp"
+  --sets $SETS ${QA_NOTES:+--notes "$QA_NOTES"} ${QA_ARCHIVE:+--archive "$QA_ARCHIVE"} > "$REPORT.tmp"
 mv "$REPORT.tmp" "$REPORT"
 echo "wrote $REPORT"

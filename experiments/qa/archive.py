@@ -1,0 +1,49 @@
+"""Keeps the answers behind a QA table in the repository: experiments/qa/run.sh writes each row's answers to an
+ignored output directory (NAME-SET.jsonl, one JSON line per question, with the retrieved contexts); this writes a
+slim copy of each to ARCHIVE/NAME-SET.jsonl.gz (id, task, prediction, gold answers, EM, F1 and whether a gold answer
+occurs in the contexts; not the contexts themselves, which the DB gives back) and ARCHIVE/NAME-SET.run.json (the
+settings the answers were made with, paths reduced to file names). experiments/qa/report.py reads the archive for the
+rows the output directory lacks, so a table can grow row by row over several runs, and anyone can recompute its
+numbers from the committed answers.
+
+Usage: python3 experiments/qa/archive.py --out-dir experiments/qa/out/n1000 --archive experiments/qa/answers/n1000
+"""
+import argparse, glob, gzip, json, os
+
+from answers import answer_in_contexts, read_answers
+
+
+def main():
+    p = argparse.ArgumentParser()
+    p.add_argument("--out-dir", required=True)
+    p.add_argument("--archive", required=True)
+    a = p.parse_args()
+    os.makedirs(a.archive, exist_ok=True)
+    for path in sorted(glob.glob(os.path.join(a.out_dir, "*.jsonl"))):
+        name = os.path.basename(path)[: -len(".jsonl")]
+        results = read_answers(path)
+        if not results:
+            continue
+        slim = [{"id": r["id"], "task": r.get("task", "short"), "prediction": r["prediction"],
+                 "answers": r["answers"], "em": r["em"], "f1": r["f1"],
+                 "answer_in_contexts": answer_in_contexts(r)} for r in results]
+        target = os.path.join(a.archive, name + ".jsonl.gz")
+        # mtime=0: the same answers give the same bytes, so rerunning this does not show up as a change in git.
+        with open(target + ".tmp", "wb") as raw, gzip.GzipFile(fileobj=raw, mode="wb", mtime=0) as f:
+            f.write("".join(json.dumps(s, ensure_ascii=False) + "\n" for s in slim).encode())
+        os.replace(target + ".tmp", target)
+        run = os.path.join(a.out_dir, name + ".jsonl.run.json")
+        if os.path.exists(run):
+            record = json.load(open(run))
+            for key in ("model", "db", "data"):
+                if record.get(key):
+                    record[key] = os.path.basename(record[key].rstrip("/"))
+            with open(os.path.join(a.archive, name + ".run.json.tmp"), "w") as f:
+                json.dump(record, f, indent=2)
+                f.write("\n")
+            os.replace(os.path.join(a.archive, name + ".run.json.tmp"), os.path.join(a.archive, name + ".run.json"))
+        print(f"{target}: {len(slim)} answers")
+
+
+if __name__ == "__main__":
+    main()
