@@ -2,15 +2,29 @@
 ignored output directory (NAME-SET.jsonl, one JSON line per question, with the retrieved contexts); this writes a
 slim copy of each to ARCHIVE/NAME-SET.jsonl.gz (id, task, prediction, gold answers, EM, F1 and whether a gold answer
 occurs in the contexts; not the contexts themselves, which the DB gives back) and ARCHIVE/NAME-SET.run.json (the
-settings the answers were made with, paths reduced to file names). experiments/qa/report.py reads the archive for the
-rows the output directory lacks, so a table can grow row by row over several runs, and anyone can recompute its
-numbers from the committed answers.
+settings the answers were made with, paths reduced to file names, and the SHA-256 of the model's weights).
+experiments/qa/report.py reads the archive for the rows the output directory lacks, so a table can grow row by row
+over several runs, and anyone can recompute its numbers from the committed answers.
 
 Usage: python3 experiments/qa/archive.py --out-dir experiments/qa/out/n1000 --archive experiments/qa/answers/n1000
 """
-import argparse, glob, gzip, json, os
+import argparse, glob, gzip, hashlib, json, os
 
 from answers import answer_in_contexts, read_answers
+
+
+def weights_sha256(model):
+    """One SHA-256 over a model's weight files in name order (*.safetensors, *.gguf and .gguf.partNN pieces), so
+    that answers archived in one run can be matched to a model retrained in another: training is deterministic for a
+    given seed, machine and thread count, and this tells whether it was."""
+    paths = [model] if os.path.isfile(model) else sorted(
+        os.path.join(model, f) for f in os.listdir(model) if f.endswith(".safetensors") or ".gguf" in f)
+    h = hashlib.sha256()
+    for path in paths:
+        with open(path, "rb") as f:
+            for block in iter(lambda: f.read(1 << 22), b""):
+                h.update(block)
+    return h.hexdigest()
 
 
 def main():
@@ -35,6 +49,8 @@ def main():
         run = os.path.join(a.out_dir, name + ".jsonl.run.json")
         if os.path.exists(run):
             record = json.load(open(run))
+            if record.get("model") and os.path.exists(record["model"]):
+                record["model_sha256"] = weights_sha256(record["model"])
             for key in ("model", "db", "data"):
                 if record.get(key):
                     record[key] = os.path.basename(record[key].rstrip("/"))
