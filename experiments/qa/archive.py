@@ -7,6 +7,7 @@ experiments/qa/report.py reads the archive for the rows the output directory lac
 over several runs, and anyone can recompute its numbers from the committed answers.
 
 Usage: python3 experiments/qa/archive.py --out-dir experiments/qa/out/n1000 --archive experiments/qa/answers/n1000
+       python3 experiments/qa/archive.py --archive DIR --done NAME-SET --model DIR --limit N --contexts K --encoder E
 """
 import argparse, glob, gzip, hashlib, json, os
 
@@ -27,11 +28,31 @@ def weights_sha256(model):
     return h.hexdigest()
 
 
+def archived_row_is_done(archive, name, model, limit, contexts, encoder):
+    """Whether ARCHIVE holds at least `limit` answers of row NAME made with these weights, contexts and encoder
+    setting, so that experiments/qa/run.sh need not answer them again."""
+    run, answers = os.path.join(archive, name + ".run.json"), os.path.join(archive, name + ".jsonl.gz")
+    if not (os.path.exists(run) and os.path.exists(answers)):
+        return False
+    record = json.load(open(run))
+    return (len(read_answers(answers)) >= limit and record.get("contexts") == contexts
+            and record.get("encoder") == encoder and record.get("model_sha256") == weights_sha256(model))
+
+
 def main():
     p = argparse.ArgumentParser()
-    p.add_argument("--out-dir", required=True)
+    p.add_argument("--out-dir", help="archive the answers of this output directory")
     p.add_argument("--archive", required=True)
+    p.add_argument("--done", metavar="NAME", help="exit 0 when the archive already holds row NAME (NAME-SET) for "
+                   "--model, --limit, --contexts and --encoder, else 1")
+    p.add_argument("--model")
+    p.add_argument("--limit", type=int)
+    p.add_argument("--contexts", type=int)
+    p.add_argument("--encoder")
     a = p.parse_args()
+    if a.done:
+        done = archived_row_is_done(a.archive, a.done, a.model, a.limit, a.contexts, a.encoder)
+        raise SystemExit(0 if done else 1)
     os.makedirs(a.archive, exist_ok=True)
     for path in sorted(glob.glob(os.path.join(a.out_dir, "*.jsonl"))):
         name = os.path.basename(path)[: -len(".jsonl")]

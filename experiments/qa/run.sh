@@ -39,8 +39,14 @@ mkdir -p "$OUT"
 # Finished stages are skipped, so this is quick when the DB is already built.
 bash scripts/wiki-db.sh "$DATA" "$DB" "${THREADS_FLAG[@]}" > /dev/null
 
+# A row the archive already holds in full, from the same weights and settings, is not answered again.
+archived() { # NAME-SET MODEL ENCODER CONTEXTS
+  [ -n "${QA_ARCHIVE:-}" ] && python3 experiments/qa/archive.py --archive "$QA_ARCHIVE" --done "$1" --model "$2" \
+    --limit "$LIMIT" --encoder "$3" --contexts "$4" && echo "== $1: in $QA_ARCHIVE already"
+}
 run() { # NAME MODEL ENCODER CONTEXTS
   for set in $SETS; do
+    archived "$1-$set" "$2" "$3" "$4" && continue
     echo "== $1 on $set"
     $RETRO "${THREADS_FLAG[@]}" eval qa --model "$2" --db "$DB" --data "$DATA/qa/$set.jsonl.gz" \
       --encoder "$3" --contexts "$4" --limit "$LIMIT" --out "$OUT/$1-$set.jsonl" --json > "$OUT/$1-$set.json"
@@ -53,6 +59,7 @@ run smollm2-instruct-closed-book "$SMOL" off 0
 # The reader alone: NQ questions with their gold paragraph in the prompt, against none.
 for mode in gold closed; do
   flags=(--contexts 0); [ "$mode" = gold ] && flags+=(--gold-context)
+  archived "smollm2-instruct-$mode-nq-openbook-short" "$SMOL" off 0 && continue
   echo "== smollm2-instruct-$mode on nq-openbook-short"
   $RETRO "${THREADS_FLAG[@]}" eval qa --model "$SMOL" --data "$DATA/qa/nq-openbook-short.jsonl.gz" "${flags[@]}" \
     --limit "$LIMIT" --out "$OUT/smollm2-instruct-$mode-nq-openbook-short.jsonl" --json
