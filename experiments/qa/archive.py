@@ -9,11 +9,12 @@ over several runs, and anyone can recompute its numbers from the committed answe
 Usage: python3 experiments/qa/archive.py --out-dir experiments/qa/out/n1000 --archive experiments/qa/answers/n1000
        python3 experiments/qa/archive.py --archive DIR --done NAME-SET --model DIR --limit N --contexts K --encoder E
 """
-import argparse, glob, gzip, hashlib, json, os
+import argparse, functools, glob, gzip, hashlib, json, os
 
 from answers import answer_in_contexts, read_answers
 
 
+@functools.lru_cache(maxsize=None)
 def weights_sha256(model):
     """One SHA-256 over a model's weight files in name order (*.safetensors, *.gguf and .gguf.partNN pieces), so
     that answers archived in one run can be matched to a model retrained in another: training is deterministic for a
@@ -53,6 +54,8 @@ def main():
     if a.done:
         done = archived_row_is_done(a.archive, a.done, a.model, a.limit, a.contexts, a.encoder)
         raise SystemExit(0 if done else 1)
+    if not a.out_dir:
+        p.error("give --out-dir (archive a run's answers) or --done (ask whether a row is archived)")
     os.makedirs(a.archive, exist_ok=True)
     for path in sorted(glob.glob(os.path.join(a.out_dir, "*.jsonl"))):
         name = os.path.basename(path)[: -len(".jsonl")]
@@ -75,10 +78,11 @@ def main():
             for key in ("model", "db", "data"):
                 if record.get(key):
                     record[key] = os.path.basename(record[key].rstrip("/"))
-            with open(os.path.join(a.archive, name + ".run.json.tmp"), "w") as f:
+            record_path = os.path.join(a.archive, name + ".run.json")
+            with open(record_path + ".tmp", "w") as f:
                 json.dump(record, f, indent=2)
                 f.write("\n")
-            os.replace(os.path.join(a.archive, name + ".run.json.tmp"), os.path.join(a.archive, name + ".run.json"))
+            os.replace(record_path + ".tmp", record_path)
         print(f"{target}: {len(slim)} answers")
 
 
