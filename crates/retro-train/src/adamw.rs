@@ -12,7 +12,7 @@
 use std::collections::HashMap;
 
 use anyhow::{Context, Result};
-use candle_core::{DType, Tensor, Var};
+use candle_core::{backprop::GradStore, DType, Tensor, Var};
 
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct AdamWConfig {
@@ -130,19 +130,27 @@ impl AdamW {
         self.step_with(grads, lr, true)
     }
 
+    /// Adds the gradients of this optimizer's parameters from one backward pass to `sums` (by
+    /// name): the training loop calls it once per micro-batch, then [`AdamW::step`] once.
+    pub fn accumulate(&self, store: &GradStore, sums: &mut HashMap<String, Tensor>) -> Result<()> {
+        for slot in &self.slots {
+            let Some(g) = store.get(slot.var.as_tensor()) else {
+                continue;
+            };
+            let sum = match sums.remove(&slot.name) {
+                Some(acc) => (acc + g)?,
+                None => g.clone(),
+            };
+            sums.insert(slot.name.clone(), sum);
+        }
+        Ok(())
+    }
+
     /// Backpropagates `loss` and takes one [`AdamW::step`] with the gradients of this optimizer's
-    /// parameters: one micro-batch per update (the training loop accumulates several itself).
+    /// parameters: one micro-batch per update.
     pub fn backward_step(&mut self, loss: &Tensor, lr: f64) -> Result<()> {
-        let store = loss.backward()?;
-        let grads: HashMap<String, Tensor> = self
-            .slots
-            .iter()
-            .filter_map(|s| {
-                store
-                    .get(s.var.as_tensor())
-                    .map(|g| (s.name.clone(), g.clone()))
-            })
-            .collect();
+        let mut grads = HashMap::new();
+        self.accumulate(&loss.backward()?, &mut grads)?;
         self.step(&grads, lr)
     }
 

@@ -271,16 +271,7 @@ fn run(
             let logits = model.forward(&b.inputs, b.neighbors.as_ref())?;
             let loss = (masked_nll_sum(&logits, &b.targets, &b.loss_mask)? / norm)?;
             loss_sum += loss.to_scalar::<f32>()? as f64;
-            let g = loss.backward()?;
-            for name in &trainable {
-                if let Some(t) = g.get(vars[name].as_tensor()) {
-                    let sum = match grads.remove(name) {
-                        Some(acc) => (acc + t)?,
-                        None => t.clone(),
-                    };
-                    grads.insert(name.clone(), sum);
-                }
-            }
+            optimizer.accumulate(&loss.backward()?, &mut grads)?;
         }
         let grad_norm = clip_by_global_norm(&mut grads, options.clip)?;
         optimizer.step(&grads, lr)?;

@@ -3,7 +3,7 @@
 //! used twice in one op, and by several ops), subtraction, negation, narrowing and broadcasting is
 //! differentiated by candle and by hand in f64; both must agree.
 
-use candle_core::{Device, Tensor, Var};
+use candle_core::{Device, Var};
 
 fn seeded(n: usize, seed: u64) -> Vec<f32> {
     let mut s = seed;
