@@ -11,6 +11,7 @@ p.add_argument("--out-dir", default="experiments/instructretro/out")
 p.add_argument("--qa-dir", default="experiments/qa/out")
 p.add_argument("--qa-archive", help="archived QA answers (experiments/qa/archive.py) for the rows --qa-dir lacks")
 p.add_argument("--sets", nargs="+", default=["nq-open-dev", "triviaqa-sm-sub"])
+p.add_argument("--plot", default="instructretro-fit-loss.png", help="the fitting loss plot, relative to the report")
 p.add_argument("--notes", help="a hand-written Markdown reading of the run, appended when the file exists")
 a = p.parse_args()
 
@@ -99,7 +100,7 @@ if fits.get("retrofit") and fits.get("gptfit"):
     print(f"\nTrain loss, retro-fit minus GPT-fit on the same batch (nats/token): step 1 {d[0]:+.5f}, mean of "
           f"the first 30 steps {sum(d[:30]) / len(d[:30]):+.5f}, of the last 30 {sum(tail) / len(tail):+.5f}, "
           f"{sum(x < 0 for x in d)} of {len(d)} steps lower for retro-fit. Loss curves: "
-          f"![fitting loss](instructretro-fit-loss.png)")
+          f"![fitting loss]({a.plot})")
 print()
 if any(sfts.values()):
     print("## Instruction tuning\n")

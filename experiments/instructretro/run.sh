@@ -11,10 +11,12 @@
 #   SFT_STEPS (default 300), SFT_SEQ (512), SFT_BATCH (2), SFT_LR (5e-6, the reference's)
 #   PPL_SAMPLES (default 64)                                          validation samples for the perplexity check
 #   LIMIT (1000), CONTEXTS (5), THREADS; OUT (default experiments/instructretro/out), QA_OUT, REPORT, QA_ARCHIVE
-#   (see qa/run.sh)
+#   (see qa/run.sh); RESULTS (default docs/results-instructretro.md) and FIT_PLOT (default
+#   docs/instructretro-fit-loss.png) move this script's own report and plot, so that a second run does not overwrite
+#   the first's
 # Between the stages it writes the two fitted models' validation perplexity (OUT/ppl-RUN-{retrieval,gate0}.json;
-# issue 4's claim with SmolLM2 as the base) and their loss curves (docs/instructretro-fit-loss.png); at the end
-# docs/results-instructretro.md (NOTES=FILE and QA_NOTES=FILE append hand-written readings of the run, as
+# issue 4's claim with SmolLM2 as the base) and their loss curves (FIT_PLOT); at the end
+# RESULTS (NOTES=FILE and QA_NOTES=FILE append hand-written readings of the run, as
 # experiments/instructretro/notes.md and experiments/qa/notes.md do for the run in docs/).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
@@ -23,6 +25,8 @@ OUT=${OUT:-experiments/instructretro/out}
 FIT_STEPS=${FIT_STEPS:-300}; SEQ=${SEQ:-256}; BATCH=${BATCH:-4}; LR=${LR:-1e-4}
 SFT_STEPS=${SFT_STEPS:-300}; SFT_SEQ=${SFT_SEQ:-512}; SFT_BATCH=${SFT_BATCH:-2}; SFT_LR=${SFT_LR:-5e-6}
 DB=${DB:-demo-out/wiki-db}
+RESULTS=${RESULTS:-docs/results-instructretro.md}
+FIT_PLOT=${FIT_PLOT:-docs/instructretro-fit-loss.png}
 THREADS_FLAG=()
 [ -n "${THREADS:-}" ] && THREADS_FLAG=(--threads "$THREADS")
 SMOL=$DATA/models/smollm2-135m-instruct
@@ -59,7 +63,7 @@ for run in retrofit gptfit; do
     mv "$f.tmp" "$f"
   done
 done
-$RETRO plot gptfit="$OUT/gptfit" retrofit="$OUT/retrofit" --out docs/instructretro-fit-loss.png \
+$RETRO plot gptfit="$OUT/gptfit" retrofit="$OUT/retrofit" --out "$FIT_PLOT" \
   --title "SmolLM2-135M-Instruct: retro-fitting vs GPT-fitting (same tokens)"
 SFT=(--mode sft --steps "$SFT_STEPS" --seq-len "$SFT_SEQ" --batch "$SFT_BATCH" --lr "$SFT_LR" --min-lr "$SFT_LR"
      --weight-decay 0.01 --eval-every 0 --save-every 25
@@ -68,7 +72,10 @@ SFT=(--mode sft --steps "$SFT_STEPS" --seq-len "$SFT_SEQ" --batch "$SFT_BATCH" -
 train "$OUT/retrofit-sft" --model "$OUT/retrofit" "${SFT[@]}"
 train "$OUT/gptfit-sft" --model "$OUT/gptfit" "${SFT[@]}"
 GPTFIT_SFT="$OUT/gptfit-sft" RETRO_SFT="$OUT/retrofit-sft" bash experiments/qa/run.sh
+# The report links the plot by a path relative to the report's folder.
+PLOT_LINK=$(python3 -c 'import os, sys; print(os.path.relpath(sys.argv[1], os.path.dirname(sys.argv[2]) or "."))' \
+  "$FIT_PLOT" "$RESULTS")
 python3 experiments/instructretro/report.py --out-dir "$OUT" --qa-dir "${QA_OUT:-experiments/qa/out}" \
-  ${QA_ARCHIVE:+--qa-archive "$QA_ARCHIVE"} ${NOTES:+--notes "$NOTES"} > docs/results-instructretro.md.tmp
-mv docs/results-instructretro.md.tmp docs/results-instructretro.md
-echo "wrote docs/results-instructretro.md"
+  --plot "$PLOT_LINK" ${QA_ARCHIVE:+--qa-archive "$QA_ARCHIVE"} ${NOTES:+--notes "$NOTES"} > "$RESULTS.tmp"
+mv "$RESULTS.tmp" "$RESULTS"
+echo "wrote $RESULTS"
