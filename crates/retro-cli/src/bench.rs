@@ -123,6 +123,13 @@ pub struct IndexBench {
     /// the noise of a single measurement.
     #[arg(long, default_value_t = 5)]
     search_repeats: usize,
+    /// Also write the built index to this Faiss index file (to search it again with `--load`).
+    #[arg(long)]
+    save: Option<PathBuf>,
+    /// Search this Faiss index file (read into memory) instead of building one; train_s and add_s are then null.
+    /// With `--save` and `--load` an index built once can be searched from many processes, ours and Python's.
+    #[arg(long, conflicts_with_all = ["save", "train_n"])]
+    load: Option<PathBuf>,
     #[arg(long)]
     json: bool,
 }
@@ -553,14 +560,35 @@ fn embed(args: EmbedBench) -> Result<()> {
 
 fn index(args: IndexBench) -> Result<()> {
     let (vectors, n, dim) = read_npy(&args.vectors)?;
-    let train_n = args.train_n.unwrap_or(n).min(n);
-    let start = Instant::now();
-    let mut index = retro_db::index::FactoryIndex::new(&args.factory, dim)?;
-    index.train(&vectors[..train_n * dim])?;
-    let train_s = start.elapsed().as_secs_f64();
-    let start = Instant::now();
-    index.add(&vectors)?;
-    let add_s = start.elapsed().as_secs_f64();
+    let (mut index, train_s, add_s) = match &args.load {
+        Some(path) => {
+            let index = retro_db::index::FactoryIndex::read_in_memory(path, &args.factory)?;
+            if index.dim != dim || index.ntotal() != n {
+                bail!(
+                    "{}: index holds {} vectors of dimension {}, {} has {n} of {dim}",
+                    path.display(),
+                    index.ntotal(),
+                    index.dim,
+                    args.vectors.display()
+                );
+            }
+            (index, None, None)
+        }
+        None => {
+            let train_n = args.train_n.unwrap_or(n).min(n);
+            let start = Instant::now();
+            let mut index = retro_db::index::FactoryIndex::new(&args.factory, dim)?;
+            index.train(&vectors[..train_n * dim])?;
+            let train_s = start.elapsed().as_secs_f64();
+            let start = Instant::now();
+            index.add(&vectors)?;
+            let add_s = start.elapsed().as_secs_f64();
+            if let Some(path) = &args.save {
+                index.write(path)?;
+            }
+            (index, Some(train_s), Some(add_s))
+        }
+    };
     index.set_search_params(retro_db::SearchParams {
         nprobe: args.nprobe,
         ef_search: args.ef_search,
@@ -592,8 +620,11 @@ fn index(args: IndexBench) -> Result<()> {
     if args.json {
         println!("{report}");
     } else {
+        let seconds = |s: Option<f64>| s.map_or("-".to_string(), |s| format!("{s:.3} s"));
         println!(
-            "train {train_s:.3} s, add {add_s:.3} s, search {search_s:.3} s, recall@{} {recall:.4}",
+            "train {}, add {}, search {search_s:.3} s, recall@{} {recall:.4}",
+            seconds(train_s),
+            seconds(add_s),
             args.k
         );
     }

@@ -333,18 +333,35 @@ impl FactoryIndex {
 
     /// Reads an index file, memory-mapped where Faiss allows it.
     pub fn read(path: &Path, factory: &str) -> Result<Self> {
+        Self::read_with(path, factory, true)
+    }
+
+    /// Reads an index file into memory, as Python's `faiss.read_index` does (benchmarks compare
+    /// the two on the same file).
+    pub fn read_in_memory(path: &Path, factory: &str) -> Result<Self> {
+        Self::read_with(path, factory, false)
+    }
+
+    fn read_with(path: &Path, factory: &str, mmap: bool) -> Result<Self> {
         let path_str = path
             .to_str()
             .ok_or_else(|| anyhow!("{}: path is not UTF-8", path.display()))?;
-        let index = faiss::index::io::read_index_with_flags(
-            path_str,
-            faiss::index::io_flags::IoFlags::MEM_MAP,
-        )
-        .or_else(|_| faiss::read_index(path_str))
-        .map_err(faiss_err(
-            path,
-            "not a readable Faiss index (truncated or foreign?)",
-        ))?;
+        let mapped = if mmap {
+            faiss::index::io::read_index_with_flags(
+                path_str,
+                faiss::index::io_flags::IoFlags::MEM_MAP,
+            )
+            .ok()
+        } else {
+            None
+        };
+        let index = match mapped {
+            Some(index) => index,
+            None => faiss::read_index(path_str).map_err(faiss_err(
+                path,
+                "not a readable Faiss index (truncated or foreign?)",
+            ))?,
+        };
         let dim = index.d() as usize;
         Ok(Self {
             index,
