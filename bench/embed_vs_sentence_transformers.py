@@ -18,12 +18,12 @@ import argparse
 import datetime
 import json
 import os
-import subprocess
 import sys
 import tempfile
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from run_json import run_json  # noqa: E402
 from st_common import ROOT, default_embedder, load_sentence_transformer, load_texts, st_encode  # noqa: E402
 
 WARMUP_TEXTS = 16
@@ -37,16 +37,8 @@ ORIG_ENV = dict(os.environ)
 def run_ours(retro, embedder, texts_file, batch_size, threads, out_npy):
     cmd = [retro, "bench", "embed", "--embedder", embedder, "--texts", texts_file,
            "--batch-size", str(batch_size), "--threads", str(threads), "--out-npy", out_npy, "--json"]
-    t0 = time.perf_counter()
-    p = subprocess.run(cmd, capture_output=True, text=True, env=ORIG_ENV)
-    wall = time.perf_counter() - t0
-    if p.returncode != 0:
-        sys.stderr.write(p.stderr)
-        raise SystemExit(f"`{' '.join(cmd)}` failed with exit code {p.returncode}")
-    lines = [l for l in p.stdout.splitlines() if l.strip().startswith("{")]
-    if not lines:
-        raise SystemExit(f"`{' '.join(cmd)}` printed no JSON object:\n{p.stdout}")
-    return json.loads(lines[-1]), wall, cmd
+    report, wall = run_json(cmd, env=ORIG_ENV)
+    return report, wall, cmd
 
 
 def shown_command(cmd, out_npy_given):

@@ -19,13 +19,13 @@ import argparse
 import json
 import os
 import statistics
-import subprocess
 import sys
 import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from index_vs_faiss_python import THREADS, set_params  # noqa: E402
+from run_json import run_json  # noqa: E402
 
 
 def search_in_this_process(a):
@@ -43,17 +43,6 @@ def search_in_this_process(a):
         index.search(xq, a.k)
         best = min(best, time.perf_counter() - t0)
     print(json.dumps({"search_s": best}))
-
-
-def last_json(cmd):
-    p = subprocess.run(cmd, capture_output=True, text=True)
-    if p.returncode != 0:
-        sys.stderr.write(p.stderr)
-        raise SystemExit(f"`{' '.join(cmd)}` failed with exit code {p.returncode}")
-    lines = [l for l in p.stdout.splitlines() if l.strip().startswith("{")]
-    if not lines:
-        raise SystemExit(f"`{' '.join(cmd)}` printed no JSON object:\n{p.stdout}")
-    return json.loads(lines[-1])
 
 
 def main():
@@ -83,7 +72,7 @@ def main():
     common = ["--nprobe", str(a.nprobe), "--ef-search", str(a.ef_search), "--queries", str(a.queries),
               "--k", str(a.k), "--search-repeats", str(a.search_repeats)]
     ours = [a.retro, "bench", "index", "--vectors", a.vectors, "--factory", a.factory] + common
-    last_json(ours + ["--save", files["ours"], "--json"])
+    run_json(ours + ["--save", files["ours"], "--json"])
     x = np.load(a.vectors)
     index = faiss.index_factory(x.shape[1], a.factory, faiss.METRIC_INNER_PRODUCT)
     index.train(x)
@@ -95,8 +84,8 @@ def main():
     times = {(s, f): [] for s in ("ours", "faiss-py") for f in files}
     for _ in range(a.processes):
         for built_by, path in files.items():
-            times[("ours", built_by)].append(last_json(ours + ["--load", path, "--json"])["search_s"])
-            times[("faiss-py", built_by)].append(last_json(theirs + ["--child-search", path])["search_s"])
+            times[("ours", built_by)].append(run_json(ours + ["--load", path, "--json"])[0]["search_s"])
+            times[("faiss-py", built_by)].append(run_json(theirs + ["--child-search", path])[0]["search_s"])
 
     print(f"{a.factory}, nprobe {a.nprobe}, efSearch {a.ef_search}, {a.queries} queries, k {a.k}; best of "
           f"{a.search_repeats} searches per process, {a.processes} processes per row, {THREADS} threads")

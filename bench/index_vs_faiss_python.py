@@ -18,9 +18,9 @@ import argparse
 import datetime
 import json
 import os
-import subprocess
-import sys
 import time
+
+from run_json import run_json
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 THREADS = 2
@@ -75,14 +75,7 @@ def run_ours(retro, vectors, factory, train_n, nprobe, ef_search, queries, k, re
     cmd = [retro, "bench", "index", "--vectors", vectors, "--factory", factory, "--train-n", str(train_n),
            "--nprobe", str(nprobe), "--ef-search", str(ef_search), "--queries", str(queries), "--k", str(k),
            "--search-repeats", str(repeats), "--json"]
-    p = subprocess.run(cmd, capture_output=True, text=True)
-    if p.returncode != 0:
-        sys.stderr.write(p.stderr)
-        raise SystemExit(f"`{' '.join(cmd)}` failed with exit code {p.returncode}")
-    lines = [l for l in p.stdout.splitlines() if l.strip().startswith("{")]
-    if not lines:
-        raise SystemExit(f"`{' '.join(cmd)}` printed no JSON object:\n{p.stdout}")
-    return json.loads(lines[-1]), cmd
+    return run_json(cmd)[0], cmd
 
 
 def ratio(ours, theirs):
