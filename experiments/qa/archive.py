@@ -7,7 +7,8 @@ experiments/qa/report.py reads the archive for the rows the output directory lac
 over several runs, and anyone can recompute its numbers from the committed answers.
 
 Usage: python3 experiments/qa/archive.py --out-dir experiments/qa/out/n1000 --archive experiments/qa/answers/n1000
-       python3 experiments/qa/archive.py --archive DIR --done NAME-SET --model DIR --limit N --contexts K --encoder E
+       python3 experiments/qa/archive.py --archive DIR --done NAME-SET --model DIR --limit N --contexts K --encoder E \
+           [--data QA-FILE]
 """
 import argparse, functools, glob, gzip, hashlib, json, os
 
@@ -29,12 +30,20 @@ def weights_sha256(model):
     return h.hexdigest()
 
 
-def archived_row_is_done(archive, name, model, limit, contexts, encoder):
-    """Whether ARCHIVE holds at least `limit` answers of row NAME made with these weights, contexts and encoder
-    setting, so that experiments/qa/run.sh need not answer them again."""
+def questions_in(data):
+    """The number of questions (non-empty lines) of a QA file, .jsonl or .jsonl.gz."""
+    with (gzip.open(data, "rt") if data.endswith(".gz") else open(data)) as f:
+        return sum(1 for line in f if line.strip())
+
+
+def archived_row_is_done(archive, name, model, limit, contexts, encoder, data=None):
+    """Whether ARCHIVE holds at least `limit` answers (all of DATA's questions when it has fewer) of row NAME made
+    with these weights, contexts and encoder setting, so that experiments/qa/run.sh need not answer them again."""
     run, answers = os.path.join(archive, name + ".run.json"), os.path.join(archive, name + ".jsonl.gz")
     if not (os.path.exists(run) and os.path.exists(answers)):
         return False
+    if data:
+        limit = min(limit, questions_in(data))
     record = json.load(open(run))
     return (len(read_answers(answers)) >= limit and record.get("contexts") == contexts
             and record.get("encoder") == encoder and record.get("model_sha256") == weights_sha256(model))
@@ -50,9 +59,10 @@ def main():
     p.add_argument("--limit", type=int)
     p.add_argument("--contexts", type=int)
     p.add_argument("--encoder")
+    p.add_argument("--data", help="with --done: the row's QA file, for a set with fewer questions than --limit")
     a = p.parse_args()
     if a.done:
-        done = archived_row_is_done(a.archive, a.done, a.model, a.limit, a.contexts, a.encoder)
+        done = archived_row_is_done(a.archive, a.done, a.model, a.limit, a.contexts, a.encoder, a.data)
         raise SystemExit(0 if done else 1)
     if not a.out_dir:
         p.error("give --out-dir (archive a run's answers) or --done (ask whether a row is archived)")

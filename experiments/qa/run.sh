@@ -40,35 +40,38 @@ mkdir -p "$OUT"
 bash scripts/wiki-db.sh "$DATA" "$DB" "${THREADS_FLAG[@]}" > /dev/null
 
 # A row the archive already holds in full, from the same weights and settings, is not answered again.
-archived() { # NAME-SET MODEL ENCODER CONTEXTS
+archived() { # NAME-SET MODEL ENCODER CONTEXTS SET
   [ -n "${QA_ARCHIVE:-}" ] && python3 experiments/qa/archive.py --archive "$QA_ARCHIVE" --done "$1" --model "$2" \
-    --limit "$LIMIT" --encoder "$3" --contexts "$4" && echo "== $1: in $QA_ARCHIVE already"
+    --limit "$LIMIT" --encoder "$3" --contexts "$4" --data "$DATA/qa/$5.jsonl.gz" && echo "== $1: in $QA_ARCHIVE already"
 }
-run() { # NAME MODEL ENCODER CONTEXTS
-  for set in $SETS; do
-    archived "$1-$set" "$2" "$3" "$4" && continue
-    echo "== $1 on $set"
-    $RETRO "${THREADS_FLAG[@]}" eval qa --model "$2" --db "$DB" --data "$DATA/qa/$set.jsonl.gz" \
-      --encoder "$3" --contexts "$4" --limit "$LIMIT" --out "$OUT/$1-$set.jsonl" --json > "$OUT/$1-$set.json"
-    cat "$OUT/$1-$set.json"
-  done
+answer() { # NAME MODEL ENCODER CONTEXTS SET
+  archived "$1-$5" "$2" "$3" "$4" "$5" && return
+  echo "== $1 on $5"
+  $RETRO "${THREADS_FLAG[@]}" eval qa --model "$2" --db "$DB" --data "$DATA/qa/$5.jsonl.gz" \
+    --encoder "$3" --contexts "$4" --limit "$LIMIT" --out "$OUT/$1-$5.jsonl" --json > "$OUT/$1-$5.json"
+  cat "$OUT/$1-$5.json"
 }
 SMOL=$DATA/models/smollm2-135m-instruct
-run smollm2-instruct-rag "$SMOL" off "$CONTEXTS"
-run smollm2-instruct-closed-book "$SMOL" off 0
+for set in $SETS; do
+  answer smollm2-instruct-rag "$SMOL" off "$CONTEXTS" "$set"
+  answer smollm2-instruct-closed-book "$SMOL" off 0 "$set"
+done
 # The reader alone: NQ questions with their gold paragraph in the prompt, against none.
 for mode in gold closed; do
   flags=(--contexts 0); [ "$mode" = gold ] && flags+=(--gold-context)
-  archived "smollm2-instruct-$mode-nq-openbook-short" "$SMOL" off 0 && continue
+  archived "smollm2-instruct-$mode-nq-openbook-short" "$SMOL" off 0 nq-openbook-short && continue
   echo "== smollm2-instruct-$mode on nq-openbook-short"
   $RETRO "${THREADS_FLAG[@]}" eval qa --model "$SMOL" --data "$DATA/qa/nq-openbook-short.jsonl.gz" "${flags[@]}" \
     --limit "$LIMIT" --out "$OUT/smollm2-instruct-$mode-nq-openbook-short.jsonl" --json
 done
-if [ -n "${GPTFIT_SFT:-}" ]; then run gptfit-instruct-rag "$GPTFIT_SFT" off "$CONTEXTS"; fi
-if [ -n "${RETRO_SFT:-}" ]; then
-  run instructretro-encoder-off "$RETRO_SFT" off "$CONTEXTS"
-  run instructretro-encoder-on "$RETRO_SFT" on "$CONTEXTS"
-fi
+# Set by set, so that a run stopped half-way has compared every fitted model on the first set.
+for set in $SETS; do
+  if [ -n "${GPTFIT_SFT:-}" ]; then answer gptfit-instruct-rag "$GPTFIT_SFT" off "$CONTEXTS" "$set"; fi
+  if [ -n "${RETRO_SFT:-}" ]; then
+    answer instructretro-encoder-off "$RETRO_SFT" off "$CONTEXTS" "$set"
+    answer instructretro-encoder-on "$RETRO_SFT" on "$CONTEXTS" "$set"
+  fi
+done
 if [ -n "${QA_ARCHIVE:-}" ]; then python3 experiments/qa/archive.py --out-dir "$OUT" --archive "$QA_ARCHIVE"; fi
 python3 experiments/qa/report.py --out-dir "$OUT" --db "$DB" --limit "$LIMIT" --contexts "$CONTEXTS" \
   --sets $SETS ${QA_NOTES:+--notes "$QA_NOTES"} ${QA_ARCHIVE:+--archive "$QA_ARCHIVE"} > "$REPORT.tmp"
