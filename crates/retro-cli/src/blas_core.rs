@@ -8,7 +8,10 @@
 //!
 //! The same re-execution sets `OMP_WAIT_POLICY=PASSIVE` unless it is set: Faiss's OPQ training spent most of its time
 //! in OpenMP threads spin-waiting against OpenBLAS's; passive waiting cut it 3.7x (433 s to 117 s on 12k vectors,
-//! 2 cores; docs/benchmarks.md).
+//! 2 cores; docs/benchmarks.md). And `OPENBLAS_THREAD_TIMEOUT=4` unless it is set: OpenBLAS's workers then sleep as
+//! soon as a product is done instead of spinning on `sched_yield` for about 2^28 cycles, which took a CPU from our
+//! rayon threads between BERT's products (embedding 4% faster, three pairs out of three) and from Faiss's OpenMP
+//! threads in the first searches of a process (docs/benchmarks.md, issue 2).
 
 use std::os::unix::process::CommandExt;
 
@@ -30,9 +33,14 @@ pub fn ensure_openblas_core() {
             changed = true;
         }
     }
-    if std::env::var_os("OMP_WAIT_POLICY").is_none() {
-        command.env("OMP_WAIT_POLICY", "PASSIVE");
-        changed = true;
+    for (name, value) in [
+        ("OMP_WAIT_POLICY", "PASSIVE"),
+        ("OPENBLAS_THREAD_TIMEOUT", "4"),
+    ] {
+        if std::env::var_os(name).is_none() {
+            command.env(name, value);
+            changed = true;
+        }
     }
     if !changed {
         return;
