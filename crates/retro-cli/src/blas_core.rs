@@ -42,6 +42,17 @@ pub fn ensure_openblas_core() {
             changed = true;
         }
     }
+    // OpenMP (Faiss) and OpenBLAS (BERT) read their thread counts when they load, and OpenMP's
+    // `omp_set_num_threads` reaches only the thread that calls it, so `--threads N` goes into their
+    // variables here, where it holds for every thread (main also sets them, for when there is no re-execution).
+    if let Some(n) = threads_arg() {
+        for name in ["OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS"] {
+            if std::env::var(name).ok().as_deref() != Some(n.as_str()) {
+                command.env(name, &n);
+                changed = true;
+            }
+        }
+    }
     if !changed {
         return;
     }
@@ -63,6 +74,30 @@ fn detect_core() -> Option<&'static str> {
         if is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma") {
             return Some("Haswell");
         }
+    }
+    None
+}
+
+/// The value of `--threads N` or `--threads=N` when it is a positive integer (clap parses the
+/// arguments properly later; this runs before it).
+fn threads_arg() -> Option<String> {
+    // args_os: an argument that is not UTF-8 (a file name) must not stop the program here.
+    let mut args = std::env::args_os().skip(1);
+    while let Some(arg) = args.next() {
+        let Some(arg) = arg.to_str() else { continue };
+        let value = match arg {
+            "--" => return None,
+            "--threads" => args.next()?.into_string().ok()?,
+            _ => match arg.strip_prefix("--threads=") {
+                Some(value) => value.to_string(),
+                None => continue,
+            },
+        };
+        return value
+            .parse::<usize>()
+            .ok()
+            .filter(|&n| n > 0)
+            .map(|n| n.to_string());
     }
     None
 }

@@ -416,10 +416,12 @@ impl FactoryIndex {
     /// dropped.
     pub fn search(&mut self, queries: &[f32], k: usize) -> Result<Vec<Vec<(i64, f32)>>> {
         let k = k.min(self.ntotal()).max(1);
-        let result = self
-            .index
-            .search(queries, k)
-            .map_err(|e| anyhow!("Faiss search failed: {e}"))?;
+        let result = {
+            let _blas = crate::native_threads::SingleThreadedBlas::new();
+            self.index
+                .search(queries, k)
+                .map_err(|e| anyhow!("Faiss search failed: {e}"))?
+        };
         let n = queries.len() / self.dim;
         Ok((0..n)
             .map(|q| {

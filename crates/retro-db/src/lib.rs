@@ -17,6 +17,7 @@ pub mod blocks;
 pub mod embed;
 pub mod embedder;
 pub mod index;
+pub mod native_threads;
 pub mod neighbors;
 pub mod retrieval_db;
 pub mod stats;

@@ -1,22 +1,62 @@
-//! OpenBLAS on one thread while Faiss searches (issue 2).
+//! The thread counts of the native libraries under Faiss and BERT: OpenBLAS and OpenMP (issue 2).
 //!
-//! An OPQ index rotates each query batch with one small BLAS product, then scans its inverted lists on
-//! Faiss's OpenMP threads. OpenBLAS's own worker thread, woken by the product, then waits by spinning on
-//! `sched_yield` and takes a CPU away from the OpenMP threads: on 2 cores, 45 of 100 searches of 1000
-//! queries took twice their time; with OpenBLAS on the calling thread alone, 2 of 100
-//! (docs/benchmarks.md, "does a slow OPQ search follow the index or the process?"). Python's Faiss
-//! wheel does not show it because its OpenBLAS runs on the same OpenMP threads.
+//! Both read their environment variables once, when they load, before `main`, so `--threads` sets
+//! them through their functions ([`set_threads`]). The functions are looked up at run time, so a
+//! build against another BLAS or OpenMP links, and then these calls do nothing.
 //!
-//! The product is small next to the scan, so one thread costs nothing there. The embedding stage's
-//! large products keep all of OpenBLAS's threads: the setting is restored when the guard drops.
-//! `openblas_{get,set}_num_threads` are looked up at run time, so a build against another BLAS links,
-//! and then this does nothing.
+//! [`SingleThreadedBlas`]: OpenBLAS on one thread while Faiss searches. An OPQ index rotates each
+//! query batch with one small BLAS product, then scans its inverted lists on Faiss's OpenMP threads.
+//! OpenBLAS's own worker thread, woken by the product, then waits by spinning on `sched_yield` and
+//! takes a CPU away from the OpenMP threads: on 2 cores, 45 of 100 searches of 1000 queries took
+//! twice their time; with OpenBLAS on the calling thread alone, 2 of 100 (docs/benchmarks.md, "does a
+//! slow OPQ search follow the index or the process?"). Python's Faiss wheel does not show it because
+//! its OpenBLAS runs on the same OpenMP threads. The product is small next to the scan, so one thread
+//! costs nothing there; the embedding stage's large products keep all of OpenBLAS's threads: the
+//! count is restored when the guard drops.
 
 use std::ffi::{c_int, CStr};
 use std::sync::{Mutex, MutexGuard, OnceLock};
 
 type GetThreads = unsafe extern "C" fn() -> c_int;
 type SetThreads = unsafe extern "C" fn(c_int);
+
+/// Sets OpenBLAS's and OpenMP's thread counts (Faiss's threads and BERT's matrix products). Returns
+/// which of the two libraries were found.
+pub fn set_threads(threads: usize) -> (bool, bool) {
+    let n = threads.clamp(1, c_int::MAX as usize) as c_int;
+    // SAFETY: plain calls into the libraries with their documented C signatures.
+    let blas = openblas().map(|blas| unsafe { (blas.set)(n) }).is_some();
+    let omp = openmp().map(|omp| unsafe { (omp.set)(n) }).is_some();
+    (blas, omp)
+}
+
+/// OpenMP's thread count for the next parallel region (`omp_get_max_threads`), `None` without OpenMP.
+pub fn openmp_threads() -> Option<usize> {
+    // SAFETY: as above.
+    openmp().map(|omp| unsafe { (omp.get)() } as usize)
+}
+
+struct OpenMp {
+    get: GetThreads,
+    set: SetThreads,
+}
+
+fn openmp() -> Option<&'static OpenMp> {
+    static FUNCTIONS: OnceLock<Option<OpenMp>> = OnceLock::new();
+    FUNCTIONS
+        .get_or_init(|| {
+            let get = symbol(c"omp_get_max_threads")?;
+            let set = symbol(c"omp_set_num_threads")?;
+            // SAFETY: the OpenMP API's C signatures (omp.h).
+            unsafe {
+                Some(OpenMp {
+                    get: std::mem::transmute::<*mut libc::c_void, GetThreads>(get),
+                    set: std::mem::transmute::<*mut libc::c_void, SetThreads>(set),
+                })
+            }
+        })
+        .as_ref()
+}
 
 struct OpenBlas {
     get: GetThreads,
@@ -103,7 +143,8 @@ mod tests {
     use crate::index::FactoryIndex;
 
     #[test]
-    fn openblas_runs_on_one_thread_inside_the_guard_and_a_search_gives_its_count_back() {
+    fn openblas_runs_on_one_thread_inside_the_guard_a_search_gives_its_count_back_and_threads_can_be_set(
+    ) {
         // An OPQ search: its rotation is the BLAS product this guard is for, and it links OpenBLAS
         // into this test binary.
         let (n, dim) = (512, 32);
