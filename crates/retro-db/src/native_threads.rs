@@ -36,46 +36,38 @@ pub fn openmp_threads() -> Option<usize> {
     openmp().map(|omp| unsafe { (omp.get)() } as usize)
 }
 
-struct OpenMp {
+/// A library's pair of thread-count functions, found in the running process.
+struct ThreadCount {
     get: GetThreads,
     set: SetThreads,
 }
 
-fn openmp() -> Option<&'static OpenMp> {
-    static FUNCTIONS: OnceLock<Option<OpenMp>> = OnceLock::new();
+impl ThreadCount {
+    /// Both functions by name, or `None` when the process lacks either.
+    fn lookup(get: &CStr, set: &CStr) -> Option<Self> {
+        let (get, set) = (symbol(get)?, symbol(set)?);
+        // SAFETY: both libraries declare these names with exactly these C signatures (omp.h, cblas.h).
+        unsafe {
+            Some(Self {
+                get: std::mem::transmute::<*mut libc::c_void, GetThreads>(get),
+                set: std::mem::transmute::<*mut libc::c_void, SetThreads>(set),
+            })
+        }
+    }
+}
+
+fn openmp() -> Option<&'static ThreadCount> {
+    static FUNCTIONS: OnceLock<Option<ThreadCount>> = OnceLock::new();
     FUNCTIONS
-        .get_or_init(|| {
-            let get = symbol(c"omp_get_max_threads")?;
-            let set = symbol(c"omp_set_num_threads")?;
-            // SAFETY: the OpenMP API's C signatures (omp.h).
-            unsafe {
-                Some(OpenMp {
-                    get: std::mem::transmute::<*mut libc::c_void, GetThreads>(get),
-                    set: std::mem::transmute::<*mut libc::c_void, SetThreads>(set),
-                })
-            }
-        })
+        .get_or_init(|| ThreadCount::lookup(c"omp_get_max_threads", c"omp_set_num_threads"))
         .as_ref()
 }
 
-struct OpenBlas {
-    get: GetThreads,
-    set: SetThreads,
-}
-
-fn openblas() -> Option<&'static OpenBlas> {
-    static FUNCTIONS: OnceLock<Option<OpenBlas>> = OnceLock::new();
+fn openblas() -> Option<&'static ThreadCount> {
+    static FUNCTIONS: OnceLock<Option<ThreadCount>> = OnceLock::new();
     FUNCTIONS
         .get_or_init(|| {
-            let get = symbol(c"openblas_get_num_threads")?;
-            let set = symbol(c"openblas_set_num_threads")?;
-            // SAFETY: OpenBLAS exports these two names with exactly these C signatures (cblas.h).
-            unsafe {
-                Some(OpenBlas {
-                    get: std::mem::transmute::<*mut libc::c_void, GetThreads>(get),
-                    set: std::mem::transmute::<*mut libc::c_void, SetThreads>(set),
-                })
-            }
+            ThreadCount::lookup(c"openblas_get_num_threads", c"openblas_set_num_threads")
         })
         .as_ref()
 }
