@@ -11,6 +11,7 @@ p.add_argument("--out-dir", default="experiments/instructretro/out")
 p.add_argument("--qa-dir", default="experiments/qa/out")
 p.add_argument("--qa-archive", help="archived QA answers (experiments/qa/archive.py) for the rows --qa-dir lacks")
 p.add_argument("--sets", nargs="+", default=["nq-open-dev", "triviaqa-sm-sub"])
+p.add_argument("--qa-report", default="results-qa.md", help="the QA report's file name, for the link to its details")
 p.add_argument("--plot", default="instructretro-fit-loss.png", help="the fitting loss plot, relative to the report")
 p.add_argument("--notes", help="a hand-written Markdown reading of the run, appended when the file exists")
 a = p.parse_args()
@@ -118,7 +119,7 @@ rows = [("smollm2-instruct-rag", "SmolLM2-135M-Instruct, untouched, RAG"),
         ("instructretro-encoder-on", "InstructRetro, encoder on (RAG)")]
 cells = {(n, s): qa(n, s) for n, _ in rows for s in a.sets}
 if any(cells.values()):
-    print("## Zero-shot QA (top-5 contexts in the prompt; details in results-qa.md)\n")
+    print(f"## Zero-shot QA (top-5 contexts in the prompt; details in {a.qa_report})\n")
     print("| model | " + " | ".join(f"{s} EM | {s} F1 | n" for s in a.sets) + " |")
     print("|---|" + "---|---|---|" * len(a.sets))
     for n, label in rows:

@@ -76,6 +76,6 @@ GPTFIT_SFT="$OUT/gptfit-sft" RETRO_SFT="$OUT/retrofit-sft" bash experiments/qa/r
 PLOT_LINK=$(python3 -c 'import os, sys; print(os.path.relpath(sys.argv[1], os.path.dirname(sys.argv[2]) or "."))' \
   "$FIT_PLOT" "$RESULTS")
 python3 experiments/instructretro/report.py --out-dir "$OUT" --qa-dir "${QA_OUT:-experiments/qa/out}" \
-  --plot "$PLOT_LINK" ${QA_ARCHIVE:+--qa-archive "$QA_ARCHIVE"} ${NOTES:+--notes "$NOTES"} > "$RESULTS.tmp"
+  --plot "$PLOT_LINK" --qa-report "$(basename "${REPORT:-docs/results-qa.md}")" ${QA_ARCHIVE:+--qa-archive "$QA_ARCHIVE"} ${NOTES:+--notes "$NOTES"} > "$RESULTS.tmp"
 mv "$RESULTS.tmp" "$RESULTS"
 echo "wrote $RESULTS"
