@@ -10,7 +10,7 @@
 //! in OpenMP threads spin-waiting against OpenBLAS's; passive waiting cut it 3.7x (433 s to 117 s on 12k vectors,
 //! 2 cores; docs/benchmarks.md). And `OPENBLAS_THREAD_TIMEOUT=4` unless it is set: OpenBLAS's workers then sleep as
 //! soon as a product is done instead of spinning on `sched_yield` for about 2^28 cycles, which took a CPU from our
-//! rayon threads between BERT's products (embedding 4% faster, three pairs out of three) and from Faiss's OpenMP
+//! rayon threads between BERT's products (embedding 5.5% faster, three pairs out of three) and from Faiss's OpenMP
 //! threads in the first searches of a process (docs/benchmarks.md, issue 2).
 
 use std::os::unix::process::CommandExt;

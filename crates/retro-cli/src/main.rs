@@ -87,7 +87,6 @@ fn main() -> ExitCode {
     if let Some(threads) = cli.threads {
         // Read by candle's matrix multiply (rayon) when it first starts threads.
         std::env::set_var("RAYON_NUM_THREADS", threads.to_string());
-        std::env::set_var("OMP_NUM_THREADS", threads.to_string());
         // OpenMP and OpenBLAS read their variables when they load, before main: tell them directly.
         retro_db::native_threads::set_threads(threads);
         let _ = rayon::ThreadPoolBuilder::new()

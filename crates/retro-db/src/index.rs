@@ -346,15 +346,15 @@ impl FactoryIndex {
         let path_str = path
             .to_str()
             .ok_or_else(|| anyhow!("{}: path is not UTF-8", path.display()))?;
-        let mapped = if mmap {
-            faiss::index::io::read_index_with_flags(
-                path_str,
-                faiss::index::io_flags::IoFlags::MEM_MAP,
-            )
-            .ok()
-        } else {
-            None
-        };
+        let mapped = mmap
+            .then(|| {
+                faiss::index::io::read_index_with_flags(
+                    path_str,
+                    faiss::index::io_flags::IoFlags::MEM_MAP,
+                )
+                .ok()
+            })
+            .flatten();
         let index = match mapped {
             Some(index) => index,
             None => faiss::read_index(path_str).map_err(faiss_err(

@@ -36,6 +36,12 @@ pub fn openmp_threads() -> Option<usize> {
     openmp().map(|omp| unsafe { (omp.get)() } as usize)
 }
 
+/// OpenBLAS's thread count now, `None` when the process has no OpenBLAS.
+pub fn openblas_threads() -> Option<usize> {
+    // SAFETY: as above.
+    openblas().map(|blas| unsafe { (blas.get)() } as usize)
+}
+
 /// A library's pair of thread-count functions, found in the running process.
 struct ThreadCount {
     get: GetThreads,
@@ -104,12 +110,6 @@ impl SingleThreadedBlas {
             _turn: turn,
         }
     }
-
-    /// OpenBLAS's thread count now, `None` when the process has no OpenBLAS.
-    pub fn current_threads() -> Option<usize> {
-        // SAFETY: as above.
-        openblas().map(|blas| unsafe { (blas.get)() } as usize)
-    }
 }
 
 impl Default for SingleThreadedBlas {
@@ -163,11 +163,11 @@ mod tests {
         unsafe { (blas.set)(2) };
         {
             let _guard = SingleThreadedBlas::new();
-            assert_eq!(SingleThreadedBlas::current_threads(), Some(1));
+            assert_eq!(openblas_threads(), Some(1));
         }
-        assert_eq!(SingleThreadedBlas::current_threads(), Some(2));
+        assert_eq!(openblas_threads(), Some(2));
         let hits = index.search(&vectors[..4 * dim], 1).unwrap();
-        assert_eq!(SingleThreadedBlas::current_threads(), Some(2));
+        assert_eq!(openblas_threads(), Some(2));
         // Each vector finds itself (OPQ rotates queries and database alike; Flat is exact).
         assert_eq!(
             hits.iter().map(|h| h[0].0).collect::<Vec<_>>(),
