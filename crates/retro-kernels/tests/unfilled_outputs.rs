@@ -1,5 +1,5 @@
-//! The kernels that skip zero-filling their outputs (attention, SwiGLU, RMSNorm, softmax, RoPE and
-//! the cross-entropy gradient) still write every
+//! The kernels that skip zero-filling their outputs (attention, SwiGLU, RMSNorm, softmax, RoPE, the
+//! cross-entropy gradient and the fused head's logit tile and gradients) still write every
 //! element: run right after the heap held NaN-filled blocks of the outputs' sizes, so that a skipped
 //! element would surface as NaN, their forward and gradients are all finite and equal a run on
 //! zeroed memory. The equality with candle's composed ops is in each op's own test file.
@@ -98,5 +98,32 @@ fn every_unzeroed_output_is_written() -> Result<()> {
         let dl = grads.get(&logits).unwrap();
         Ok(vec![dl.flatten_all()?.to_vec1::<f32>()?])
     })?;
+
+    // The fused head: blocks of 4 of the 5 unmasked rows, so the tile's second block is partial
+    // and `dW` is overwritten by the first block and accumulated by the second.
+    let (dim, rows) = (8, 7);
+    let hidden = var(11, &[rows, dim], -1.0, 1.0)?;
+    let weight = var(12, &[vocab, dim], -1.0, 1.0)?;
+    let targets = Tensor::new(&[3u32, 499, 0, 7, 250, 1, 42], hidden.device())?;
+    let mask = Tensor::new(&[1f32, 0.0, 1.0, 0.0, 1.0, 1.0, 0.5], hidden.device())?;
+    check(
+        "head_cross_entropy",
+        &[4 * vocab, vocab * dim, 5 * dim],
+        || {
+            let loss = retro_kernels::linear_masked_nll_sum_blocked(
+                hidden.as_tensor(),
+                weight.as_tensor(),
+                &targets,
+                &mask,
+                4,
+            )?;
+            let grads = loss.backward()?;
+            let mut out = vec![vec![loss.to_scalar::<f32>()?]];
+            for v in [&hidden, &weight] {
+                out.push(grads.get(v).unwrap().flatten_all()?.to_vec1::<f32>()?);
+            }
+            Ok(out)
+        },
+    )?;
     Ok(())
 }

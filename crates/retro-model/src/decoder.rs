@@ -186,6 +186,11 @@ impl Llama {
         self.logits(&h)
     }
 
+    /// The output head (the token embedding's matrix when the embeddings are tied).
+    pub fn lm_head(&self) -> &Linear {
+        &self.lm_head
+    }
+
     /// Output head applied to final (normalised) hidden states `(…, hidden)`; lets a caller that
     /// only needs the last position skip the head on the others.
     pub fn logits(&self, hidden: &Tensor) -> anyhow::Result<Tensor> {

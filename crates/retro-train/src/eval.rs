@@ -12,7 +12,7 @@ use retro_model::{RetroModel, RetroWeights};
 use serde::Serialize;
 
 use crate::checkpoint::resolve_checkpoint;
-use crate::loss::masked_nll_sum;
+use crate::loss::head_nll_sum;
 use crate::options::resolve_seq_len;
 use crate::samples::{SampleSet, SampleShape, Split};
 use crate::source::SampleSource;
@@ -49,8 +49,12 @@ pub fn perplexity(
         let take = batch.min(n - done);
         let indices: Vec<usize> = (done..done + take).collect();
         let b = set.batch(&indices, device)?;
-        let logits = model.forward(&b.inputs, b.neighbors.as_ref())?;
-        nll += masked_nll_sum(&logits, &b.targets, &b.loss_mask)?.to_scalar::<f32>()? as f64;
+        // Detached: nothing here needs a gradient, and the fused head computes none for it.
+        let hidden = model
+            .forward_hidden(&b.inputs, b.neighbors.as_ref())?
+            .detach();
+        let head = model.decoder().lm_head();
+        nll += head_nll_sum(&hidden, head, &b.targets, &b.loss_mask)?.to_scalar::<f32>()? as f64;
         tokens += b.tokens;
         done += take;
         on_batch(done, n);

@@ -1,8 +1,33 @@
 //! Token cross-entropy with per-token weights. On the CPU with f32 logits it is one fused op
 //! (`retro_kernels::masked_nll_sum`, which keeps each row's log-sum-exp for its backward); elsewhere,
-//! or with `RETRO_FUSED=0`, it is composed from candle ops.
+//! or with `RETRO_FUSED=0`, it is composed from candle ops. [`head_nll_sum`] starts from the final
+//! hidden states and fuses the output head in too (`retro_kernels::linear_masked_nll_sum`), so the
+//! `(tokens, vocab)` logits are never written whole.
 
-use candle_core::{DType, Result, Tensor, D};
+use candle_core::{DType, Module, Result, Tensor, D};
+use retro_model::linear::Linear;
+use retro_model::{precision, Precision};
+
+/// [`masked_nll_sum`] of the logits `head(hidden)`: `hidden` `(b, n, dim)` (the model's final
+/// normalised states), `targets` and `mask` `(b, n)`. On the CPU in f32 the head and the loss are
+/// one op that computes the gradients in blocks of rows; elsewhere (another device, bf16 products,
+/// `RETRO_FUSED=0`) it is the head followed by [`masked_nll_sum`].
+pub fn head_nll_sum(
+    hidden: &Tensor,
+    head: &Linear,
+    targets: &Tensor,
+    mask: &Tensor,
+) -> Result<Tensor> {
+    let weight = head.weight();
+    if precision() == Precision::F32
+        && retro_kernels::enabled(&[hidden, weight, mask])
+        && targets.device().is_cpu()
+    {
+        let targets = targets.to_dtype(DType::U32)?;
+        return retro_kernels::linear_masked_nll_sum(hidden, weight, &targets, mask);
+    }
+    masked_nll_sum(&head.forward(hidden)?, targets, mask)
+}
 
 /// Sum over positions of `mask · -log softmax(logits)[target]`: `logits` `(b, n, vocab)`,
 /// `targets` `(b, n)` u32, `mask` `(b, n)` f32. A scalar; divide by the token count (of the whole

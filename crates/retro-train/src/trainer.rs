@@ -24,7 +24,7 @@ use crate::checkpoint::{
 };
 use crate::clip::clip_by_global_norm;
 use crate::eval::perplexity;
-use crate::loss::masked_nll_sum;
+use crate::loss::head_nll_sum;
 use crate::metrics::{peak_rss_mib, EvalMetrics, MetricsLog, StepMetrics};
 use crate::options::{Mode, TrainOptions, TrainOverrides};
 use crate::order::{DataOrder, SampleOrder};
@@ -268,8 +268,9 @@ fn run(
         let mut grads: HashMap<String, Tensor> = HashMap::new();
         let mut loss_sum = 0f64;
         for b in &micro {
-            let logits = model.forward(&b.inputs, b.neighbors.as_ref())?;
-            let loss = (masked_nll_sum(&logits, &b.targets, &b.loss_mask)? / norm)?;
+            let hidden = model.forward_hidden(&b.inputs, b.neighbors.as_ref())?;
+            let head = model.decoder().lm_head();
+            let loss = (head_nll_sum(&hidden, head, &b.targets, &b.loss_mask)? / norm)?;
             loss_sum += loss.to_scalar::<f32>()? as f64;
             optimizer.accumulate(&loss.backward()?, &mut grads)?;
         }
