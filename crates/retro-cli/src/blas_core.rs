@@ -1,4 +1,4 @@
-//! Picks OpenBLAS's kernel family before OpenBLAS starts.
+//! Picks OpenBLAS's kernel family before OpenBLAS starts, and how native thread pools wait.
 //!
 //! Faiss and our BERT (`retro_db::bert`) multiply matrices through the system BLAS, OpenBLAS on Debian. OpenBLAS
 //! 0.3.21 (Debian 12) does not recognise recent CPUs such as Sapphire Rapids and falls back to its generic
@@ -12,6 +12,12 @@
 //! soon as a product is done instead of spinning on `sched_yield` for about 2^28 cycles, which took a CPU from our
 //! rayon threads between BERT's products (embedding 5.5% faster, three pairs out of three) and from Faiss's OpenMP
 //! threads in the first searches of a process (docs/benchmarks.md, issue 2).
+//!
+//! Likewise `CANDLE_BARRIER_POOL_SPIN_LIMIT=1000` unless it is set: candle's element-wise ops run on its own pool of
+//! workers, which after each op spin 25,000 times before they sleep. In training every such op is followed by gemm
+//! on rayon's threads, and on 2 cores the spinning worker takes one of them (`perf`: 4% of a train step's samples in
+//! the spin loop). A shorter spin made the retro-fitting experiment's train step about 5% faster and left decoding
+//! and embedding within their run-to-run noise (docs/benchmarks.md, issue 6).
 
 use std::os::unix::process::CommandExt;
 
@@ -33,14 +39,9 @@ pub fn ensure_openblas_core() {
             changed = true;
         }
     }
-    for (name, value) in [
-        ("OMP_WAIT_POLICY", "PASSIVE"),
-        ("OPENBLAS_THREAD_TIMEOUT", "4"),
-    ] {
-        if std::env::var_os(name).is_none() {
-            command.env(name, value);
-            changed = true;
-        }
+    for (name, value) in wait_defaults(|name| std::env::var_os(name).is_some()) {
+        command.env(name, value);
+        changed = true;
     }
     // OpenMP (Faiss) and OpenBLAS (BERT) read their thread counts when they load, and OpenMP's
     // `omp_set_num_threads` reaches only the thread that calls it, so `--threads N` goes into their
@@ -59,6 +60,19 @@ pub fn ensure_openblas_core() {
     let err = command.exec();
     // exec only returns on failure: go on with OpenBLAS's own settings.
     tracing::debug!("could not re-execute with OpenBLAS settings: {err}");
+}
+
+/// How idle threads of OpenMP, OpenBLAS and candle's pool should wait (see the module's doc): the
+/// settings whose variable `is_set` says the user has not set.
+fn wait_defaults(is_set: impl Fn(&str) -> bool) -> Vec<(&'static str, &'static str)> {
+    [
+        ("OMP_WAIT_POLICY", "PASSIVE"),
+        ("OPENBLAS_THREAD_TIMEOUT", "4"),
+        ("CANDLE_BARRIER_POOL_SPIN_LIMIT", "1000"),
+    ]
+    .into_iter()
+    .filter(|(name, _)| !is_set(name))
+    .collect()
 }
 
 fn detect_core() -> Option<&'static str> {
@@ -100,4 +114,22 @@ fn threads_arg() -> Option<String> {
             .map(|n| n.to_string());
     }
     None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::wait_defaults;
+
+    #[test]
+    fn wait_defaults_fill_only_unset_variables() {
+        let all = wait_defaults(|_| false);
+        assert!(all.contains(&("CANDLE_BARRIER_POOL_SPIN_LIMIT", "1000")));
+        assert!(all.contains(&("OPENBLAS_THREAD_TIMEOUT", "4")));
+        assert!(all.contains(&("OMP_WAIT_POLICY", "PASSIVE")));
+        let kept = wait_defaults(|name| name == "CANDLE_BARRIER_POOL_SPIN_LIMIT");
+        assert_eq!(kept.len(), all.len() - 1);
+        assert!(kept
+            .iter()
+            .all(|(n, _)| *n != "CANDLE_BARRIER_POOL_SPIN_LIMIT"));
+    }
 }
