@@ -19,15 +19,34 @@ from answers import answer_in_contexts, read_answers
 def weights_sha256(model):
     """One SHA-256 over a model's weight files in name order (*.safetensors, *.gguf and .gguf.partNN pieces), so
     that answers archived in one run can be matched to a model retrained in another: training is deterministic for a
-    given seed, machine and thread count, and this tells whether it was."""
+    given seed, machine and thread count, and this tells whether it was. Remembered in a cache file (under
+    $XDG_CACHE_HOME or ~/.cache) keyed by the files' paths, sizes and modification times, because experiments/qa/run.sh
+    asks once per row, each time from a fresh process."""
     paths = [model] if os.path.isfile(model) else sorted(
         os.path.join(model, f) for f in os.listdir(model) if f.endswith(".safetensors") or ".gguf" in f)
+    key = json.dumps([[os.path.abspath(p), os.stat(p).st_size, os.stat(p).st_mtime_ns] for p in paths])
+    cache_path = os.path.join(os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "retro",
+                              "weights-sha256.json")
+    try:
+        cache = json.load(open(cache_path))
+    except (OSError, ValueError):
+        cache = {}
+    if key in cache:
+        return cache[key]
     h = hashlib.sha256()
     for path in paths:
         with open(path, "rb") as f:
             for block in iter(lambda: f.read(1 << 22), b""):
                 h.update(block)
-    return h.hexdigest()
+    cache[key] = h.hexdigest()
+    try:
+        os.makedirs(os.path.dirname(cache_path), exist_ok=True)
+        with open(cache_path + f".{os.getpid()}.tmp", "w") as f:
+            json.dump(cache, f)
+        os.replace(cache_path + f".{os.getpid()}.tmp", cache_path)
+    except OSError:
+        pass  # a cache that cannot be written only costs the hashing time next time
+    return cache[key]
 
 
 def questions_in(data):
