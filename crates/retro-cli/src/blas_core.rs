@@ -16,8 +16,8 @@
 //! Likewise `CANDLE_BARRIER_POOL_SPIN_LIMIT=1000` unless it is set: candle's element-wise ops run on its own pool of
 //! workers, which after each op spin 25,000 times before they sleep. In training every such op is followed by gemm
 //! on rayon's threads, and on 2 cores the spinning worker takes one of them (`perf`: 4% of a train step's samples in
-//! the spin loop). A shorter spin made the retro-fitting experiment's train step about 5% faster and left decoding
-//! and embedding within their run-to-run noise (docs/benchmarks.md, issue 6).
+//! the spin loop). A shorter spin made the retro-fitting experiment's train step 1–8% faster (four rounds) and left
+//! decoding and embedding within their run-to-run noise (docs/benchmarks.md, issue 6).
 
 use std::os::unix::process::CommandExt;
 
