@@ -4,38 +4,11 @@
 
 mod common;
 
-use candle_core::{DType, Device, Result, Tensor, Var, D};
-use common::{assert_close, assert_fd, finite_diff, rand, uniform, var};
+use candle_core::{DType, Device, Result, Tensor, Var};
+use common::{assert_close, assert_fd, composed_nll, finite_diff, rand, targets_and_mask, var};
 
 fn composed(hidden: &Tensor, weight: &Tensor, targets: &Tensor, mask: &Tensor) -> Result<Tensor> {
-    let logits = hidden.broadcast_matmul(&weight.t()?)?;
-    let lp = candle_nn::ops::log_softmax(&logits, D::Minus1)?;
-    let picked = lp
-        .gather(&targets.unsqueeze(D::Minus1)?, D::Minus1)?
-        .squeeze(D::Minus1)?;
-    (picked * mask)?.sum_all()?.neg()
-}
-
-/// Targets, and a mask with about a third of the rows out and some fractional weights.
-fn targets_and_mask(seed: u64, b: usize, n: usize, vocab: usize) -> Result<(Tensor, Tensor)> {
-    let t: Vec<u32> = uniform(seed, b * n, 0.0, vocab as f32)
-        .iter()
-        .map(|&x| (x as u32).min(vocab as u32 - 1))
-        .collect();
-    let m: Vec<f32> = uniform(seed + 1, b * n, 0.0, 1.0)
-        .iter()
-        .enumerate()
-        .map(|(i, &u)| match u {
-            _ if i == 0 => 1.0,
-            u if u < 0.33 => 0.0,
-            u if u < 0.45 => 0.5,
-            _ => 1.0,
-        })
-        .collect();
-    Ok((
-        Tensor::from_vec(t, (b, n), &Device::Cpu)?,
-        Tensor::from_vec(m, (b, n), &Device::Cpu)?,
-    ))
+    composed_nll(&hidden.broadcast_matmul(&weight.t()?)?, targets, mask)
 }
 
 fn f64_var(v: &Var) -> Result<Var> {
@@ -58,7 +31,7 @@ fn equals_composed_for_any_block_size() -> Result<()> {
         let seed = 17 * i as u64;
         let hidden = var(seed, &[b, n, dim], -1.5, 1.5)?;
         let weight = var(seed + 1, &[vocab, dim], -1.5, 1.5)?;
-        let (targets, mask) = targets_and_mask(seed + 2, b, n, vocab)?;
+        let (targets, mask) = targets_and_mask(seed + 2, (b, n), vocab, true)?;
         let fused = match block {
             Some(rows) => retro_kernels::linear_masked_nll_sum_blocked(
                 hidden.as_tensor(),
@@ -98,7 +71,7 @@ fn equals_composed_for_any_block_size() -> Result<()> {
 fn gradients_match_finite_differences() -> Result<()> {
     let hidden = rand(3, &[2, 3, 4], -1.0, 1.0)?;
     let weight = rand(4, &[6, 4], -1.0, 1.0)?;
-    let (targets, mask) = targets_and_mask(5, 2, 3, 6)?;
+    let (targets, mask) = targets_and_mask(5, (2, 3), 6, true)?;
     let loss = |h: &Tensor, w: &Tensor| -> Result<f32> {
         retro_kernels::linear_masked_nll_sum_blocked(h, w, &targets, &mask, 2)?.to_scalar::<f32>()
     };
@@ -122,7 +95,7 @@ fn gradients_match_finite_differences() -> Result<()> {
 fn frozen_weight_evaluation_and_all_masked() -> Result<()> {
     let hidden = var(8, &[2, 10, 8], -1.0, 1.0)?;
     let weight = rand(9, &[50, 8], -1.0, 1.0)?;
-    let (targets, mask) = targets_and_mask(10, 2, 10, 50)?;
+    let (targets, mask) = targets_and_mask(10, (2, 10), 50, true)?;
     // A frozen weight (a plain tensor): only the hidden states get a gradient.
     let fused = retro_kernels::linear_masked_nll_sum(hidden.as_tensor(), &weight, &targets, &mask)?;
     let slow = composed(hidden.as_tensor(), &weight, &targets, &mask)?;

@@ -3,7 +3,7 @@
 
 #![allow(dead_code)]
 
-use candle_core::{Device, Result, Tensor, Var};
+use candle_core::{Device, Result, Tensor, Var, D};
 
 /// Deterministic uniform values in `[lo, hi)` (64-bit LCG), so failures reproduce.
 pub fn uniform(seed: u64, n: usize, lo: f32, hi: f32) -> Vec<f32> {
@@ -74,4 +74,42 @@ pub fn assert_fd(what: &str, analytic: &Tensor, fd: &[f32], tol: f32) -> Result<
         );
     }
     Ok(())
+}
+
+/// The masked cross-entropy composed from candle ops, as retro-train computes it without the
+/// fused kernels: `−Σ mask · log_softmax(logits)[target]`.
+pub fn composed_nll(logits: &Tensor, targets: &Tensor, mask: &Tensor) -> Result<Tensor> {
+    let lp = candle_nn::ops::log_softmax(logits, D::Minus1)?;
+    let picked = lp
+        .gather(&targets.unsqueeze(D::Minus1)?, D::Minus1)?
+        .squeeze(D::Minus1)?;
+    (picked * mask)?.sum_all()?.neg()
+}
+
+/// Seeded targets `(b, n)` u32 below `vocab`, and a mask `(b, n)` with about a third of the
+/// positions out (the first always in); with `fractional`, about one in eight weighs 0.5.
+pub fn targets_and_mask(
+    seed: u64,
+    (b, n): (usize, usize),
+    vocab: usize,
+    fractional: bool,
+) -> Result<(Tensor, Tensor)> {
+    let t: Vec<u32> = uniform(seed, b * n, 0.0, vocab as f32)
+        .iter()
+        .map(|&x| (x as u32).min(vocab as u32 - 1))
+        .collect();
+    let m: Vec<f32> = uniform(seed + 1, b * n, 0.0, 1.0)
+        .iter()
+        .enumerate()
+        .map(|(i, &u)| match u {
+            _ if i == 0 => 1.0,
+            u if u <= 0.33 => 0.0,
+            u if fractional && u < 0.45 => 0.5,
+            _ => 1.0,
+        })
+        .collect();
+    Ok((
+        Tensor::from_vec(t, (b, n), &Device::Cpu)?,
+        Tensor::from_vec(m, (b, n), &Device::Cpu)?,
+    ))
 }
