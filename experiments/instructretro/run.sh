@@ -10,6 +10,8 @@
 #   FIT_STEPS (default 300), SEQ (256), BATCH (4), LR (1e-4)          the two fitting runs
 #   SFT_STEPS (default 300), SFT_SEQ (512), SFT_BATCH (2), SFT_LR (5e-6, the reference's)
 #   PPL_SAMPLES (default 64)                                          validation samples for the perplexity check
+#   SFT_ONLY=1 also instruction-tunes the untouched model the same way (no fitting; OUT/untouched-sft) and adds its QA row,
+#   the ablation that tells what fitting adds to QA from what SFT adds
 #   LIMIT (1000), CONTEXTS (5), THREADS; OUT (default experiments/instructretro/out), QA_OUT, REPORT, QA_ARCHIVE
 #   (see qa/run.sh); RESULTS (default docs/results-instructretro.md) and FIT_PLOT (default
 #   docs/instructretro-fit-loss.png) move this script's own report and plot, so that a second run does not overwrite
@@ -71,7 +73,12 @@ SFT=(--mode sft --steps "$SFT_STEPS" --seq-len "$SFT_SEQ" --batch "$SFT_BATCH" -
      --exclude-task yelp_review_full --exclude-task amazon_polarity --exclude-task imdb)
 train "$OUT/retrofit-sft" --model "$OUT/retrofit" "${SFT[@]}"
 train "$OUT/gptfit-sft" --model "$OUT/gptfit" "${SFT[@]}"
-GPTFIT_SFT="$OUT/gptfit-sft" RETRO_SFT="$OUT/retrofit-sft" bash experiments/qa/run.sh
+SFT_ONLY_DIR=
+if [ -n "${SFT_ONLY:-}" ]; then
+  train "$OUT/untouched-sft" --model "$SMOL" "${SFT[@]}"
+  SFT_ONLY_DIR="$OUT/untouched-sft"
+fi
+GPTFIT_SFT="$OUT/gptfit-sft" RETRO_SFT="$OUT/retrofit-sft" SFT_ONLY="$SFT_ONLY_DIR" bash experiments/qa/run.sh
 # The report links the plot by a path relative to the report's folder.
 PLOT_LINK=$(python3 -c 'import os, sys; print(os.path.relpath(sys.argv[1], os.path.dirname(sys.argv[2]) or "."))' \
   "$FIT_PLOT" "$RESULTS")

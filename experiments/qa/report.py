@@ -19,6 +19,7 @@ rows = [
     ("gptfit-instruct-rag", "GPT-fit-Instruct, RAG"),
     ("instructretro-encoder-off", "InstructRetro, encoder off (RAG)"),
     ("instructretro-encoder-on", "InstructRetro, encoder on (RAG)"),
+    ("sft-only-rag", "SmolLM2-135M-Instruct + the same SFT, no fitting, RAG"),
 ]
 
 tasks = {}  # set -> the task its results were answered as (their "task" field; short before there were tasks)

@@ -7,6 +7,8 @@
 # the training experiment:
 #   GPTFIT_SFT=DIR   the GPT-fitted model after `retro train --mode sft`     -> GPT-fit-Instruct with RAG
 #   RETRO_SFT=DIR    the retro-fitted model after `retro train --mode sft`   -> InstructRetro, encoder off and on
+#   SFT_ONLY=DIR     the untouched model after the same SFT, no fitting     -> SmolLM2-Instruct + SFT only, RAG
+#                    (the ablation that tells fitting's effect on QA from SFT's)
 # Sizes from the environment: LIMIT questions per set (default 1000), CONTEXTS per question (default 5),
 # SETS (default "nq-open-dev triviaqa-sm-sub"; any file of shared/data/qa, e.g. boolq-dev (True/False, accuracy) or
 # quac-sample (multi-turn): each is prompted and scored by the task its name gives, see `retro eval qa --task`),
@@ -71,6 +73,7 @@ for set in $SETS; do
     answer instructretro-encoder-off "$RETRO_SFT" off "$CONTEXTS" "$set"
     answer instructretro-encoder-on "$RETRO_SFT" on "$CONTEXTS" "$set"
   fi
+  if [ -n "${SFT_ONLY:-}" ]; then answer sft-only-rag "$SFT_ONLY" off "$CONTEXTS" "$set"; fi
 done
 if [ -n "${QA_ARCHIVE:-}" ]; then python3 experiments/qa/archive.py --out-dir "$OUT" --archive "$QA_ARCHIVE"; fi
 python3 experiments/qa/report.py --out-dir "$OUT" --db "$DB" --limit "$LIMIT" --contexts "$CONTEXTS" \
