@@ -22,6 +22,9 @@ def weights_sha256(model):
     given seed, machine and thread count, and this tells whether it was. Remembered in a cache file (under
     $XDG_CACHE_HOME or ~/.cache) keyed by the files' paths, sizes and modification times, because experiments/qa/run.sh
     asks once per row, each time from a fresh process."""
+    # A training run directory stands for its latest checkpoint, as it does for `retro` (resolve_checkpoint).
+    if os.path.isfile(os.path.join(model, "run.json")) and os.path.isfile(os.path.join(model, "latest")):
+        model = os.path.join(model, "checkpoints", open(os.path.join(model, "latest")).read().strip())
     paths = [model] if os.path.isfile(model) else sorted(
         os.path.join(model, f) for f in os.listdir(model) if f.endswith(".safetensors") or ".gguf" in f)
     key = json.dumps([[os.path.abspath(p), os.stat(p).st_size, os.stat(p).st_mtime_ns] for p in paths])
