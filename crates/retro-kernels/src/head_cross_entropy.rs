@@ -22,7 +22,7 @@ use rayon::prelude::*;
 
 use crate::fast_exp::exp;
 use crate::matmul::{gemm, Operand, Write};
-use crate::rows::{combine, f32_slice, max, unfilled, LANES};
+use crate::rows::{combine, f32_slice, matrix_dims, max, unfilled, LANES};
 
 /// Logits per block, at most: 32M f32 (128 MB), rounded down to whole 64-row blocks (640 rows at
 /// vocabulary 49,152). Each block adds its `dZᵀ·H` into the whole `dW` (`vocab × dim`), so small
@@ -45,13 +45,6 @@ struct HeadNll {
     want_weight: bool,
     rows_per_block: Option<usize>,
     grads: Mutex<Option<Grads>>,
-}
-
-fn matrix_dims(op: &str, what: &str, l: &Layout) -> Result<(usize, usize)> {
-    match l.dims() {
-        [r, c] => Ok((*r, *c)),
-        d => bail!("{op}: {what} must be a matrix, got shape {d:?}"),
-    }
 }
 
 /// `row ← exp(row − mx)`, returning the sum (lane order as in [`combine`]).

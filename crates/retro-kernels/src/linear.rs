@@ -12,14 +12,7 @@
 use candle_core::{bail, CpuStorage, CustomOp2, Layout, Result, Shape, Tensor};
 
 use crate::matmul::{gemm_new, Operand};
-use crate::rows::f32_slice;
-
-fn matrix_dims(op: &str, l: &Layout) -> Result<(usize, usize)> {
-    match l.dims() {
-        [r, c] => Ok((*r, *c)),
-        d => bail!("{op}: expected a matrix, got shape {d:?}"),
-    }
-}
+use crate::rows::{f32_slice, matrix_dims};
 
 /// The three products of a linear layer, as one custom op each.
 #[derive(Clone, Copy)]
@@ -52,7 +45,10 @@ impl CustomOp2 for Product {
             f32_slice(self.name(), s1, l1)?,
             f32_slice(self.name(), s2, l2)?,
         );
-        let ((ar, ac), (br, bc)) = (matrix_dims(self.name(), l1)?, matrix_dims(self.name(), l2)?);
+        let ((ar, ac), (br, bc)) = (
+            matrix_dims(self.name(), "first input", l1)?,
+            matrix_dims(self.name(), "second input", l2)?,
+        );
         // (m, n, k) of the product, its operands, and the two sizes that must agree.
         let ((m, n, k), lhs, rhs, agree) = match self {
             Product::Forward => (

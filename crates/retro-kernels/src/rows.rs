@@ -33,6 +33,14 @@ pub(crate) fn f32_slice_mut<'a>(
     }
 }
 
+/// The `(rows, cols)` of a custom op's matrix input `what`, or an error naming the op and input.
+pub(crate) fn matrix_dims(op: &str, what: &str, l: &Layout) -> Result<(usize, usize)> {
+    match l.dims() {
+        [r, c] => Ok((*r, *c)),
+        d => bail!("{op}: {what} must be a matrix, got shape {d:?}"),
+    }
+}
+
 /// A vector of `len` f32 that is not zero-filled first, for a kernel output whose every element
 /// the kernel writes before anything reads it (each caller says which writes cover it). Zeroing
 /// a fresh output that is then overwritten was about half of SwiGLU's time and 2% of a train
