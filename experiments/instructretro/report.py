@@ -4,7 +4,7 @@ instruction-tuning runs, and the QA summaries that experiments/qa/run.sh wrote f
 import argparse, datetime, json, os, subprocess, sys
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "qa"))
-from answers import find_answers  # noqa: E402  (experiments/qa/answers.py)
+from answers import ROWS, find_answers  # noqa: E402  (experiments/qa/answers.py)
 
 p = argparse.ArgumentParser()
 p.add_argument("--out-dir", default="experiments/instructretro/out")
@@ -113,10 +113,8 @@ if any(sfts.values()):
             print(f"| {label} | {s['first_loss']:.3f} | {s['last_loss']:.3f} | {s['tokens_per_s']:.0f} | "
                   f"{gib(s['peak'])} | {s['minutes']:.1f} |")
     print()
-rows = [("smollm2-instruct-rag", "SmolLM2-135M-Instruct, untouched, RAG"),
-        ("gptfit-instruct-rag", "GPT-fit-Instruct, RAG"),
-        ("instructretro-encoder-off", "InstructRetro, encoder off (RAG)"),
-        ("instructretro-encoder-on", "InstructRetro, encoder on (RAG)")]
+# The QA report's rows with contexts in the prompt (the closed-book row is in the QA report only).
+rows = [(n, label) for n, label in ROWS if not n.endswith("closed-book")]
 cells = {(n, s): qa(n, s) for n, _ in rows for s in a.sets}
 if any(cells.values()):
     print(f"## Zero-shot QA (top-5 contexts in the prompt; details in {a.qa_report})\n")

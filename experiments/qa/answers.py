@@ -2,6 +2,16 @@
 archived copy (NAME-SET.jsonl.gz from archive.py, with a precomputed answer_in_contexts)."""
 import gzip, json, os
 
+# The rows of experiments/qa/run.sh, (name, label) in table order; each row's answers are NAME-SET.jsonl.
+ROWS = [
+    ("smollm2-instruct-rag", "SmolLM2-135M-Instruct, untouched, RAG"),
+    ("smollm2-instruct-closed-book", "SmolLM2-135M-Instruct, untouched, no contexts"),
+    ("gptfit-instruct-rag", "GPT-fit-Instruct, RAG"),
+    ("instructretro-encoder-off", "InstructRetro, encoder off (RAG)"),
+    ("instructretro-encoder-on", "InstructRetro, encoder on (RAG)"),
+    ("sft-only-rag", "SmolLM2-135M-Instruct + the same SFT, no fitting, RAG"),
+]
+
 
 def answer_in_contexts(r):
     """Retrieval recall for one question: a gold answer occurs (case-insensitively) in the prompt's contexts; None

@@ -1,7 +1,7 @@
 """Writes the table of experiments/qa/run.sh as Markdown on stdout."""
 import argparse, datetime, json, os, subprocess
 
-from answers import answer_in_contexts, find_answers
+from answers import ROWS, answer_in_contexts, find_answers
 
 p = argparse.ArgumentParser()
 p.add_argument("--out-dir", required=True)
@@ -12,15 +12,6 @@ p.add_argument("--sets", nargs="+", required=True)
 p.add_argument("--notes", help="a hand-written Markdown reading of the run, appended when the file exists")
 p.add_argument("--archive", help="archived answers (archive.py) for the rows --out-dir lacks")
 a = p.parse_args()
-
-rows = [
-    ("smollm2-instruct-rag", "SmolLM2-135M-Instruct, untouched, RAG"),
-    ("smollm2-instruct-closed-book", "SmolLM2-135M-Instruct, untouched, no contexts"),
-    ("gptfit-instruct-rag", "GPT-fit-Instruct, RAG"),
-    ("instructretro-encoder-off", "InstructRetro, encoder off (RAG)"),
-    ("instructretro-encoder-on", "InstructRetro, encoder on (RAG)"),
-    ("sft-only-rag", "SmolLM2-135M-Instruct + the same SFT, no fitting, RAG"),
-]
 
 tasks = {}  # set -> the task its results were answered as (their "task" field; short before there were tasks)
 
@@ -59,7 +50,7 @@ table = []
 head = "| model | " + " | ".join(f"{s} EM | {s} F1 | answer in contexts | n" for s in a.sets) + " |"
 table.append(head)
 table.append("|---|" + "---|---|---|---|" * len(a.sets))
-for name, label in rows:
+for name, label in ROWS:
     cells = [summary(name, s) for s in a.sets]
     if all(c is None for c in cells):
         continue
