@@ -11,6 +11,7 @@ use candle_core::{DType, Device, Module, Tensor};
 use candle_nn::{Embedding, VarBuilder};
 
 use crate::attention::Attention;
+use crate::compute_pool::in_compute_pool;
 use crate::config::LlamaConfig;
 use crate::kv_cache::KvCache;
 use crate::linear::{attach, BlockMap, Linear};
@@ -199,6 +200,15 @@ impl Llama {
 
     /// Final hidden states after the last RMSNorm, `(batch, seq, hidden)`. See [`Llama::forward`].
     pub fn forward_hidden(
+        &self,
+        input_ids: &Tensor,
+        cache: Option<&mut KvCache>,
+    ) -> anyhow::Result<Tensor> {
+        // As one task of candle's rayon pool on CPU (compute_pool.rs).
+        in_compute_pool(self.device(), || self.hidden_states(input_ids, cache))
+    }
+
+    fn hidden_states(
         &self,
         input_ids: &Tensor,
         cache: Option<&mut KvCache>,

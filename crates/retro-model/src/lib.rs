@@ -17,6 +17,7 @@
 
 pub mod alignment;
 pub mod attention;
+pub mod compute_pool;
 pub mod config;
 pub mod cross_attention;
 pub mod decode_weights;
@@ -42,6 +43,7 @@ pub mod weights;
 pub use alignment::{cca_alignment, CcaAlignment};
 /// The candle version the model is built on, for callers that need a `Device` or `Tensor`.
 pub use candle_core;
+pub use compute_pool::in_compute_pool;
 pub use config::{LlamaConfig, RopeLayout};
 pub use decode_weights::DecodeWeights;
 pub use decoder::{DecoderLayer, Llama};

@@ -4,8 +4,8 @@
 //! with a bf16 option"; PyTorch's `torch.autocast(dtype=torch.bfloat16)` makes the same split).
 //!
 //! Per thread, like autocast's context: a training run sets it once on the thread that runs the
-//! model (rayon's workers only run the kernels inside an op), and tests in parallel threads do not
-//! see each other's setting.
+//! model, and tests in parallel threads do not see each other's setting. The forwards run on a
+//! worker of candle's pool, and [`crate::in_compute_pool`] carries the caller's setting there.
 //! On a GPU bf16 products run on tensor cores; on the CPU candle widens bf16 back to f32 to
 //! multiply (it has no bf16 kernel), so there it only rounds and is slower: f32 is the default and
 //! what the CPU benchmarks use.

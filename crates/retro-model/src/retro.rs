@@ -18,6 +18,7 @@ use candle_core::{Module, Tensor};
 use candle_nn::VarBuilder;
 
 use crate::alignment::{cca_alignment, CcaAlignment};
+use crate::compute_pool::in_compute_pool;
 use crate::config::LlamaConfig;
 use crate::cross_attention::CrossAttention;
 use crate::decoder::{batch_and_len, causal_mask, Llama};
@@ -170,6 +171,13 @@ impl RetroModel {
 
     /// Final hidden states after the last norm, `(batch, seq, hidden)`. See [`RetroModel::forward`].
     pub fn forward_hidden(&self, input_ids: &Tensor, neighbors: Option<&Tensor>) -> Result<Tensor> {
+        // As one task of candle's rayon pool on CPU (compute_pool.rs).
+        in_compute_pool(self.decoder.device(), || {
+            self.hidden_states(input_ids, neighbors)
+        })
+    }
+
+    fn hidden_states(&self, input_ids: &Tensor, neighbors: Option<&Tensor>) -> Result<Tensor> {
         let (b, ns) = batch_and_len(input_ids)?;
         let dcfg = &self.cfg.decoder;
         if ns > dcfg.max_position_embeddings {

@@ -39,6 +39,7 @@ use anyhow::{bail, Context, Result};
 use candle_core::{DType, Device, IndexOp, Module, Tensor};
 
 use crate::alignment::cca_alignment;
+use crate::compute_pool::in_compute_pool;
 use crate::decoder::{batch_and_len, causal_mask, Llama};
 use crate::kv_cache::KvCache;
 use crate::retro::RetroModel;
@@ -149,6 +150,18 @@ impl RetroModel {
     /// `seq_len+1 ..= seq_len+t`): its neighbour tokens `(b, k', r)` with 1 ≤ k' ≤ k, or `None`.
     /// The cache is extended only if the whole forward succeeds.
     pub fn forward_cached(
+        &self,
+        input_ids: &Tensor,
+        new_neighbors: &[Option<Tensor>],
+        cache: &mut RetroCache,
+    ) -> Result<Tensor> {
+        // As one task of candle's rayon pool on CPU (compute_pool.rs).
+        in_compute_pool(self.decoder().device(), || {
+            self.cached_hidden_states(input_ids, new_neighbors, cache)
+        })
+    }
+
+    fn cached_hidden_states(
         &self,
         input_ids: &Tensor,
         new_neighbors: &[Option<Tensor>],

@@ -13,7 +13,7 @@ use retro_data::{ChatTemplate, ChunkDb};
 use retro_db::neighbors::Neighbors;
 use retro_model::retro_weights::{read_tokenizer_files, tensor_part, Part};
 use retro_model::weights::named_vars;
-use retro_model::RetroWeights;
+use retro_model::{in_compute_pool, RetroWeights};
 
 use crate::adamw::{AdamW, AdamWConfig};
 use crate::batch::Batch;
@@ -265,17 +265,22 @@ fn run(
         observer.batches(state.step + 1, &micro);
         let step_tokens: usize = micro.iter().map(|b| b.tokens).sum();
         let norm = step_tokens.max(1) as f64;
-        let mut grads: HashMap<String, Tensor> = HashMap::new();
-        let mut loss_sum = 0f64;
-        for b in &micro {
-            let hidden = model.forward_hidden(&b.inputs, b.neighbors.as_ref())?;
-            let head = model.decoder().lm_head();
-            let loss = (head_nll_sum(&hidden, head, &b.targets, &b.loss_mask)? / norm)?;
-            loss_sum += loss.to_scalar::<f32>()? as f64;
-            optimizer.accumulate(&loss.backward()?, &mut grads)?;
-        }
-        let grad_norm = clip_by_global_norm(&mut grads, options.clip)?;
-        optimizer.step(&grads, lr)?;
+        // One task of candle's rayon pool on CPU, so that the backward's and the optimizer's
+        // parallel sections are joins inside it, as the forward's are (retro_model::compute_pool).
+        let (loss_sum, grad_norm) = in_compute_pool(&device, || -> Result<(f64, f64)> {
+            let mut grads: HashMap<String, Tensor> = HashMap::new();
+            let mut loss_sum = 0f64;
+            for b in &micro {
+                let hidden = model.forward_hidden(&b.inputs, b.neighbors.as_ref())?;
+                let head = model.decoder().lm_head();
+                let loss = (head_nll_sum(&hidden, head, &b.targets, &b.loss_mask)? / norm)?;
+                loss_sum += loss.to_scalar::<f32>()? as f64;
+                optimizer.accumulate(&loss.backward()?, &mut grads)?;
+            }
+            let grad_norm = clip_by_global_norm(&mut grads, options.clip)?;
+            optimizer.step(&grads, lr)?;
+            Ok((loss_sum, grad_norm))
+        })?;
         state.step += 1;
         state.position += (options.batch * options.grad_accum) as u64;
         state.tokens += step_tokens as u64;

@@ -11,7 +11,7 @@ use std::time::Instant;
 use anyhow::{bail, Result};
 use retro_model::candle_core::{Device, Tensor};
 use retro_model::weights::named_vars;
-use retro_model::RetroWeights;
+use retro_model::{in_compute_pool, RetroWeights};
 use retro_train::adamw::{AdamW, AdamWConfig};
 use retro_train::loss::head_nll_sum;
 
@@ -53,29 +53,33 @@ pub fn run(args: TrainStepBench) -> Result<()> {
 
     let mut rows = Vec::new();
     let mut losses = Vec::new();
-    for step in 0..args.warmup + args.steps {
-        let t0 = Instant::now();
-        let hidden = model.forward_hidden(&ids, neighbors)?;
-        let t1 = Instant::now();
-        let head = model.decoder().lm_head();
-        let loss = (head_nll_sum(&hidden, head, &targets, &mask)? / count)?;
-        losses.push(loss.to_scalar::<f32>()?);
-        let t2 = Instant::now();
-        let grads = loss.backward()?;
-        let t3 = Instant::now();
-        let map: HashMap<String, Tensor> = params
-            .iter()
-            .filter_map(|(k, v)| grads.get(v.as_tensor()).map(|g| (k.clone(), g.clone())))
-            .collect();
-        drop((hidden, loss, grads));
-        opt.step(&map, args.lr)?;
-        drop(map);
-        let t4 = Instant::now();
-        if step >= args.warmup {
-            let ms = |a: Instant, b: Instant| (b - a).as_secs_f64() * 1e3;
-            rows.push([ms(t0, t4), ms(t0, t1), ms(t1, t2), ms(t2, t3), ms(t3, t4)]);
+    // The steps run as one task of candle's rayon pool, as the training loop's do.
+    in_compute_pool(&device, || -> Result<()> {
+        for step in 0..args.warmup + args.steps {
+            let t0 = Instant::now();
+            let hidden = model.forward_hidden(&ids, neighbors)?;
+            let t1 = Instant::now();
+            let head = model.decoder().lm_head();
+            let loss = (head_nll_sum(&hidden, head, &targets, &mask)? / count)?;
+            losses.push(loss.to_scalar::<f32>()?);
+            let t2 = Instant::now();
+            let grads = loss.backward()?;
+            let t3 = Instant::now();
+            let map: HashMap<String, Tensor> = params
+                .iter()
+                .filter_map(|(k, v)| grads.get(v.as_tensor()).map(|g| (k.clone(), g.clone())))
+                .collect();
+            drop((hidden, loss, grads));
+            opt.step(&map, args.lr)?;
+            drop(map);
+            let t4 = Instant::now();
+            if step >= args.warmup {
+                let ms = |a: Instant, b: Instant| (b - a).as_secs_f64() * 1e3;
+                rows.push([ms(t0, t4), ms(t0, t1), ms(t1, t2), ms(t2, t3), ms(t3, t4)]);
+            }
         }
-    }
+        Ok(())
+    })?;
     let best = rows
         .iter()
         .copied()
