@@ -69,60 +69,49 @@ fn model() -> RetroModel {
         .unwrap()
 }
 
+/// `callers` runs one caller's work (`outputs` of one model) `CALLERS` times, its own way, on a
+/// thread of its own: each must give the states of a plain call, within the deadline.
+fn assert_same_states<F>(what: &'static str, callers: F)
+where
+    F: FnOnce(&(dyn Fn() -> Vec<f32> + Sync)) -> Vec<Vec<f32>> + Send + 'static,
+{
+    let want = outputs(&model());
+    let got = within_deadline(what, move || {
+        let model = model();
+        callers(&|| outputs(&model))
+    });
+    assert_eq!(got.len(), CALLERS);
+    for (i, g) in got.iter().enumerate() {
+        assert!(g == &want, "{what}: caller {i} got other hidden states");
+    }
+}
+
 #[test]
 fn plain_threads_at_once_get_the_same_states() {
-    let want = outputs(&model());
-    let got = within_deadline("threads at once", || {
-        let model = model();
+    assert_same_states("threads at once", |run| {
         std::thread::scope(|s| {
-            let handles: Vec<_> = (0..CALLERS).map(|_| s.spawn(|| outputs(&model))).collect();
-            handles
-                .into_iter()
-                .map(|h| h.join().unwrap())
-                .collect::<Vec<_>>()
+            let handles: Vec<_> = (0..CALLERS).map(|_| s.spawn(run)).collect();
+            handles.into_iter().map(|h| h.join().unwrap()).collect()
         })
     });
-    for (i, g) in got.iter().enumerate() {
-        assert!(g == &want, "caller {i} got other hidden states");
-    }
 }
 
 #[test]
 fn workers_of_another_rayon_pool_get_the_same_states() {
-    let want = outputs(&model());
-    let got = within_deadline("another pool", || {
-        let model = model();
+    assert_same_states("another pool", |run| {
         let pool = rayon::ThreadPoolBuilder::new()
             .num_threads(3)
             .build()
             .unwrap();
-        pool.install(|| {
-            (0..CALLERS)
-                .into_par_iter()
-                .map(|_| outputs(&model))
-                .collect::<Vec<_>>()
-        })
+        pool.install(|| (0..CALLERS).into_par_iter().map(|_| run()).collect())
     });
-    for (i, g) in got.iter().enumerate() {
-        assert!(g == &want, "task {i} got other hidden states");
-    }
 }
 
 #[test]
 fn calls_from_inside_candles_pool_get_the_same_states() {
-    let want = outputs(&model());
-    let got = within_deadline("nested in candle's pool", || {
-        let model = model();
-        Device::Cpu.with_context(|| {
-            (0..CALLERS)
-                .into_par_iter()
-                .map(|_| outputs(&model))
-                .collect::<Vec<_>>()
-        })
+    assert_same_states("nested in candle's pool", |run| {
+        Device::Cpu.with_context(|| (0..CALLERS).into_par_iter().map(|_| run()).collect())
     });
-    for (i, g) in got.iter().enumerate() {
-        assert!(g == &want, "task {i} got other hidden states");
-    }
 }
 
 #[test]
