@@ -10,7 +10,7 @@ Usage: python3 experiments/qa/archive.py --out-dir experiments/qa/out/n1000 --ar
        python3 experiments/qa/archive.py --archive DIR --done NAME-SET --model DIR --limit N --contexts K --encoder E \
            [--data QA-FILE]
 """
-import argparse, functools, glob, gzip, hashlib, json, os
+import argparse, functools, glob, gzip, hashlib, json, os, sys
 
 from answers import answer_in_contexts, read_answers
 
@@ -23,10 +23,15 @@ def weights_sha256(model):
     $XDG_CACHE_HOME or ~/.cache) keyed by the files' paths, sizes and modification times, because experiments/qa/run.sh
     asks once per row, each time from a fresh process."""
     # A training run directory stands for its latest checkpoint, as it does for `retro` (resolve_checkpoint).
-    if os.path.isfile(os.path.join(model, "run.json")) and os.path.isfile(os.path.join(model, "latest")):
-        model = os.path.join(model, "checkpoints", open(os.path.join(model, "latest")).read().strip())
+    if os.path.isfile(os.path.join(model, "run.json")):
+        latest = os.path.join(model, "latest")
+        if not os.path.isfile(latest):
+            sys.exit(f"error: {model}: the training run has no checkpoint yet")
+        model = os.path.join(model, "checkpoints", open(latest).read().strip())
     paths = [model] if os.path.isfile(model) else sorted(
         os.path.join(model, f) for f in os.listdir(model) if f.endswith(".safetensors") or ".gguf" in f)
+    if not paths:
+        sys.exit(f"error: {model}: no weight files (*.safetensors, *.gguf) to hash")
     key = json.dumps([[os.path.abspath(p), os.stat(p).st_size, os.stat(p).st_mtime_ns] for p in paths])
     cache_path = os.path.join(os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "retro",
                               "weights-sha256.json")
